@@ -1,0 +1,59 @@
+"""The ``fastgan`` command line. Each subcommand lives in ``fastgan/commands/<name>.py``
+with ``add_parser(subparsers)`` and ``run(args) -> int``; user errors print one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from fastgan import __version__
+from fastgan.errors import FastganError
+
+# Order is the order of `fastgan --help`.
+SUBCOMMANDS = ("train", "sample", "presets")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other user error
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="fastgan",
+        description="fastgan: train, measure, benchmark and export DCGAN-family GANs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n  fastgan train                       # conditional DCGAN on the bundled digits\n"
+        "  fastgan train mnist-dcgan --set train.steps=2000\n  fastgan sample runs/digits-cdcgan/checkpoints/"
+        "step-0001500.pt --out grid.png\n  fastgan presets",
+    )
+    p.add_argument("--version", action="version", version=f"fastgan {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"fastgan.commands.{name}").add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except FastganError as e:
+        print(f"fastgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastgan: interrupted (the newest checkpoint in the run folder is intact; --resume auto continues)",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error: one line unless asked for the traceback
+        if os.environ.get("FASTGAN_DEBUG"):
+            raise
+        print(f"fastgan: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(set FASTGAN_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1

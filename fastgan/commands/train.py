@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fastgan.config import DEFAULT_PRESET, PRESETS, apply_overrides, load_config, parse_set_args, validate
+from fastgan.engine import checkpoint as ckpt_mod
+from fastgan.engine.loop import find_resume, train
+
+_SHORTCUTS = {"steps": "train.steps", "batch_size": "train.batch_size", "out": "train.out",
+              "device": "train.device", "seed": "train.seed"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a GAN from a preset",
+        description="Train a GAN. With no arguments: a conditional DCGAN on scikit-learn's bundled digits.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n  fastgan train\n  fastgan train mnist-cdcgan --steps 5000 --out runs/mnist\n"
+        "  fastgan train fashion-wgan-gp --set optim.n_critic=3 --dry-run\n"
+        "  fastgan train --out runs/mnist --resume auto --steps 8000",
+    )
+    p.add_argument("preset", nargs="?", help=f"preset name (default {DEFAULT_PRESET}; `fastgan presets` lists them)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.g_lr=1e-4 (repeatable)")
+    p.add_argument("--steps", type=int, help="G updates (train.steps)")
+    p.add_argument("--batch-size", type=int, help="batch size (train.batch_size)")
+    p.add_argument("--out", help="run folder (train.out)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
+    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--resume", metavar="auto|PATH", help="continue a run from its newest checkpoint or from PATH")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    ov = parse_set_args(args.sets)
+    for attr, key in _SHORTCUTS.items():
+        if getattr(args, attr) is not None:
+            ov[key] = str(getattr(args, attr))
+    return ov
+
+
+def resolve_config(args: argparse.Namespace):
+    """Preset + overrides; when resuming without a preset, the checkpoint's own config + overrides."""
+    ov = _overrides(args)
+    if args.resume and args.preset is None:
+        if args.resume == "auto":
+            out = ov.get("train.out") or str(Path("runs") / DEFAULT_PRESET)
+            path = find_resume("auto", Path(out))
+        else:
+            path = find_resume(args.resume, Path())
+        if path is not None:
+            cfg = apply_overrides(ckpt_mod.config_of(ckpt_mod.load_checkpoint(path)), ov)
+            validate(cfg)
+            return cfg
+    return load_config(args.preset, ov)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.preset is not None and args.preset not in PRESETS:
+        load_config(args.preset)  # raises the one-line error
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(cfg.to_json())
+        return 0
+    result = train(cfg, resume=args.resume, quiet=args.quiet)
+    m = result.last_metrics
+    summary = {"run_dir": str(result.run_dir), "step": result.step, "seconds": round(result.seconds, 1),
+               "checkpoint": str(result.checkpoint), **{k: m[k] for k in ("d_loss", "g_loss") if k in m}}
+    print(json.dumps(summary))
+    return 0

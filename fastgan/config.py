@@ -1,0 +1,364 @@
+"""One home for every default: frozen dataclasses, presets, and ``--set`` overrides.
+
+A field's comment gives its unit and why it has that default; the CLI reads these
+fields, so the Python API and the command line cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from fastgan.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "dcgan"  # dcgan | mlp (the dense conditional GAN baseline of Mirza & Osindero)
+    resolution: int = 32  # px, square; 28 (MNIST-native) or a power of two >= 32
+    channels: int = 0  # image channels; 0 = take it from the dataset
+    num_classes: int = 0  # label count for conditional models; 0 = take it from the dataset
+    z_dim: int = 100  # latent size (DCGAN paper)
+    g_width: int = 64  # G channels at its last hidden layer (ngf); doubles per layer towards z, capped at 8x
+    d_width: int = 64  # D channels after its first conv (ndf); doubles per layer, capped at 8x
+    conditioning: str = "none"  # none | concat (label to z and label planes to D) | acgan (aux classifier head)
+    label_mode: str = "onehot"  # how G sees the label: onehot | embed
+    embed_dim: int = 50  # label embedding size when label_mode = embed
+    d_norm: str = "batch"  # batch | none; none is the WGAN-GP critic (the penalty is per sample)
+    d_dropout: float = 0.0  # dropout probability after each D activation (a D stabiliser)
+    kernels: str = "torch"  # BatchNorm+activation implementation: torch | triton | auto
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"  # digits (bundled, no download) | mnist | fashion-mnist
+    root: str = ""  # folder holding the files; "" = $FASTGAN_DATA/<dataset folder>, else ./data/<dataset folder>
+    split: str = "train"  # train | test
+    hflip: bool = False  # random horizontal flip on the device (wrong for digits and letters)
+    loader: str = "auto"  # auto | device: the uint8 dataset lives in device memory
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kind: str = "ns"  # ns (non-saturating BCE on logits) | hinge | wgan-gp
+    gp_weight: float = 10.0  # lambda of the gradient penalty (WGAN-GP paper)
+    label_smoothing: float = 0.0  # one-sided: real target = 1 - this (Salimans et al. use 0.1)
+    instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at step 0, in [-1, 1] pixel units
+    instance_noise_steps: int = 0  # steps over which that std anneals linearly to 0; 0 = the whole run
+    aux_weight: float = 1.0  # weight of the ACGAN auxiliary cross-entropy
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    g_lr: float = 2e-4  # Adam learning rate of G (DCGAN paper)
+    d_lr: float = 2e-4  # Adam learning rate of D (DCGAN paper)
+    g_betas: tuple[float, float] = (0.5, 0.999)  # beta1 0.5 as in the DCGAN paper
+    d_betas: tuple[float, float] = (0.5, 0.999)
+    n_critic: int = 1  # D updates per G update (WGAN-GP uses 5)
+    ema_decay: float = 0.0  # exponential moving average of G's weights; 0 = off
+    ema_start: int = 0  # step from which the EMA tracks G (before it, EMA = G)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 5000  # G updates
+    batch_size: int = 128  # DCGAN paper
+    seed: int = 0
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    out: str = ""  # run folder; "" = runs/<preset>, with a numeric suffix if it already holds a run
+    log_every: int = 50  # steps between metrics.jsonl lines (losses are read from the device only then)
+    sample_every: int = 500  # steps between sample grids
+    ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 3  # step checkpoints kept on disk (oldest deleted first)
+    grid_size: int = 100  # images in a sample grid (a square number looks best)
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "digits-cdcgan"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        try:
+            kw: dict[str, Any] = {}
+            for f in fields(cls):
+                if f.name not in d:
+                    continue
+                if f.name == "preset":
+                    kw["preset"] = str(d["preset"])
+                    continue
+                sub_cls = _SECTIONS[f.name]
+                sub = {k: _coerce_loaded(sub_cls, k, v) for k, v in d[f.name].items() if k in _field_names(sub_cls)}
+                kw[f.name] = sub_cls(**sub)
+            return cls(**kw)
+        except (TypeError, AttributeError, ValueError) as e:
+            raise ConfigError(f"stored config is not a fastgan config ({e})") from None
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+
+# Fields that may change between a run and its resumption (bookkeeping, not training math).
+RESUMABLE_CHANGES = frozenset(
+    {
+        "train.steps",
+        "train.device",
+        "train.out",
+        "train.log_every",
+        "train.sample_every",
+        "train.ckpt_every",
+        "train.keep_checkpoints",
+        "train.grid_size",
+        "train.threads",
+        "data.root",
+        "data.loader",
+        "model.kernels",
+        "preset",
+    }
+)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _coerce_loaded(cls: type, name: str, value: Any) -> Any:
+    hint = typing.get_type_hints(cls)[name]
+    if typing.get_origin(hint) is tuple:
+        return tuple(value)
+    return value
+
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "digits-cdcgan": (
+        "conditional DCGAN on scikit-learn's bundled 8x8 digits at 32 px (no download; the default)",
+        {
+            "data.dataset": "digits",
+            "model.resolution": 32,
+            "model.conditioning": "concat",
+            "model.g_width": 32,
+            "model.d_width": 32,
+            "model.z_dim": 64,
+            "train.steps": 1500,
+            "train.batch_size": 64,
+            "train.log_every": 50,
+            "train.sample_every": 250,
+            "train.ckpt_every": 500,
+            "optim.ema_decay": 0.99,
+            "optim.ema_start": 200,
+        },
+    ),
+    "mnist-dcgan": (
+        "unconditional DCGAN on MNIST at its native 28 px",
+        {"data.dataset": "mnist", "model.resolution": 28, "train.steps": 10000},
+    ),
+    "mnist-cdcgan": (
+        "conditional DCGAN (label concat) on MNIST at 28 px",
+        {"data.dataset": "mnist", "model.resolution": 28, "model.conditioning": "concat", "train.steps": 10000},
+    ),
+    "mnist-acgan": (
+        "ACGAN on MNIST at 28 px (auxiliary classifier in D)",
+        {"data.dataset": "mnist", "model.resolution": 28, "model.conditioning": "acgan", "train.steps": 10000},
+    ),
+    "fashion-wgan-gp": (
+        "WGAN-GP on Fashion-MNIST at 32 px (critic without BatchNorm, 5 critic steps, Adam 1e-4 (0, 0.9))",
+        {
+            "data.dataset": "fashion-mnist",
+            "model.resolution": 32,
+            "model.d_norm": "none",
+            "loss.kind": "wgan-gp",
+            "optim.n_critic": 5,
+            "optim.g_lr": 1e-4,
+            "optim.d_lr": 1e-4,
+            "optim.g_betas": (0.0, 0.9),
+            "optim.d_betas": (0.0, 0.9),
+            "train.batch_size": 64,
+            "train.steps": 20000,
+        },
+    ),
+    "cifar10-dcgan": (
+        "DCGAN on CIFAR-10 at 32 px (needs the data issue's CIFAR-10 source)",
+        {"data.dataset": "cifar10", "data.hflip": True, "model.resolution": 32, "train.steps": 50000},
+    ),
+    "celeba-64": (
+        "DCGAN on CelebA faces, centre crop then 64 px (needs the data issue's CelebA source)",
+        {"data.dataset": "celeba", "data.hflip": True, "model.resolution": 64, "train.steps": 50000},
+    ),
+    "lsun-church-128": (
+        "DCGAN on LSUN church outdoor at 128 px (needs the data issue's LSUN source)",
+        {
+            "data.dataset": "lsun-church",
+            "data.hflip": True,
+            "model.resolution": 128,
+            "model.g_width": 64,
+            "model.d_width": 64,
+            "train.steps": 100000,
+        },
+    ),
+    "emnist-letters": (
+        "conditional DCGAN on EMNIST letters at 28 px, 26 classes (needs the data issue's EMNIST source)",
+        {
+            "data.dataset": "emnist-letters",
+            "model.resolution": 28,
+            "model.conditioning": "concat",
+            "train.steps": 20000,
+        },
+    ),
+}
+
+DEFAULT_PRESET = "digits-cdcgan"
+
+
+def all_keys() -> dict[str, type]:
+    """Every settable key, ``section.field`` -> its type hint."""
+    out: dict[str, Any] = {}
+    for sec, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            out[f"{sec}.{f.name}"] = hints[f.name]
+    return out
+
+
+def _resolve_key(key: str) -> str:
+    keys = all_keys()
+    if key in keys:
+        return key
+    matches = [k for k in keys if k.split(".", 1)[1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"ambiguous key '{key}': say which one of {', '.join(matches)}")
+    raise ConfigError(f"unknown config key '{key}': `fastgan train --dry-run` lists every key")
+
+
+def parse_value(key: str, text: Any, hint: Any) -> Any:
+    """Turn a ``--set`` string (or a preset value) into the field's type, or say why not."""
+    if not isinstance(text, str):
+        if typing.get_origin(hint) is tuple and isinstance(text, (list, tuple)):
+            return tuple(float(v) for v in text)
+        return text
+    try:
+        if hint is bool:
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+        if typing.get_origin(hint) is tuple:
+            parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+            n = len(typing.get_args(hint))
+            if len(parts) != n:
+                raise ValueError
+            return tuple(float(p) for p in parts)
+        return text
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(hint, "two numbers like 0.5,0.999")
+        raise ConfigError(f"bad value for {key}: '{text}' is not {kind}") from None
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    keys = all_keys()
+    by_section: dict[str, dict[str, Any]] = {}
+    for raw_key, raw_val in overrides.items():
+        key = _resolve_key(raw_key)
+        val = parse_value(key, raw_val, keys[key])
+        sec, name = key.split(".", 1)
+        by_section.setdefault(sec, {})[name] = val
+    for sec, kv in by_section.items():
+        cfg = replace(cfg, **{sec: replace(getattr(cfg, sec), **kv)})
+    return cfg
+
+
+def parse_set_args(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}' (example: --set train.steps=200)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    name = preset or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)} (`fastgan presets` lists them)")
+    cfg = apply_overrides(Config(preset=name), PRESETS[name][1])
+    cfg = apply_overrides(cfg, overrides or {})
+    validate(cfg)
+    return cfg
+
+
+def _one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"bad value for {key}: '{value}' (choose one of {', '.join(map(str, allowed))})")
+
+
+def validate(cfg: Config) -> None:
+    m, lo, o, t = cfg.model, cfg.loss, cfg.optim, cfg.train
+    _one_of("model.arch", m.arch, ("dcgan", "mlp"))
+    _one_of("model.conditioning", m.conditioning, ("none", "concat", "acgan"))
+    _one_of("model.label_mode", m.label_mode, ("onehot", "embed"))
+    _one_of("model.d_norm", m.d_norm, ("batch", "none"))
+    _one_of("model.kernels", m.kernels, ("torch", "triton", "auto"))
+    _one_of("loss.kind", lo.kind, ("ns", "hinge", "wgan-gp"))
+    r = m.resolution
+    if not (r == 28 or (r >= 32 and r & (r - 1) == 0)):
+        raise ConfigError(f"bad value for model.resolution: {r} (use 28 or a power of two from 32 up: 32, 64, 128)")
+    if m.channels not in (0, 1, 3):
+        raise ConfigError(f"bad value for model.channels: {m.channels} (use 1, 3, or 0 to take it from the dataset)")
+    for key, v in (("model.z_dim", m.z_dim), ("model.g_width", m.g_width), ("model.d_width", m.d_width),
+                   ("train.steps", t.steps), ("train.batch_size", t.batch_size), ("optim.n_critic", o.n_critic),
+                   ("train.log_every", t.log_every), ("train.sample_every", t.sample_every),
+                   ("train.ckpt_every", t.ckpt_every), ("train.keep_checkpoints", t.keep_checkpoints),
+                   ("train.grid_size", t.grid_size), ("model.embed_dim", m.embed_dim)):
+        if v < 1:
+            raise ConfigError(f"bad value for {key}: {v} (must be at least 1)")
+    if not 0.0 <= m.d_dropout < 1.0:
+        raise ConfigError(f"bad value for model.d_dropout: {m.d_dropout} (must be in [0, 1))")
+    if not 0.0 <= lo.label_smoothing < 0.5:
+        raise ConfigError(f"bad value for loss.label_smoothing: {lo.label_smoothing} (must be in [0, 0.5))")
+    if lo.instance_noise < 0:
+        raise ConfigError(f"bad value for loss.instance_noise: {lo.instance_noise} (must be >= 0)")
+    if not 0.0 <= o.ema_decay < 1.0:
+        raise ConfigError(f"bad value for optim.ema_decay: {o.ema_decay} (must be in [0, 1); 0 turns EMA off)")
+    for key, lr in (("optim.g_lr", o.g_lr), ("optim.d_lr", o.d_lr)):
+        if not lr > 0:
+            raise ConfigError(f"bad value for {key}: {lr} (must be > 0)")
+    if lo.kind == "wgan-gp" and m.d_norm == "batch":
+        raise ConfigError(
+            "loss.kind=wgan-gp needs a critic without BatchNorm (the penalty is per sample): add --set model.d_norm=none"
+        )

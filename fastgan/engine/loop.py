@@ -1,0 +1,285 @@
+"""The training loop: data, steps, logging, sample grids, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fastgan.config import Config, validate
+from fastgan.data import ImageDataset, load_dataset, make_loader
+from fastgan.engine import checkpoint as ckpt_mod
+from fastgan.engine.state import TrainState, build_state, update_ema
+from fastgan.engine.step import StepSpec, d_step, g_step
+from fastgan.errors import CheckpointError, ConfigError, TrainingDiverged
+from fastgan.images import plot_losses, save_grid
+
+FIXED_LATENT_SEED_OFFSET = 12345  # fixed sample-grid latents come from their own generator
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"bad value for train.device: '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA GPU is visible: use --set train.device=cpu")
+    return dev
+
+
+def resolve_for_dataset(cfg: Config, ds: ImageDataset) -> Config:
+    """Fill channels and num_classes from the dataset; refuse settings it cannot satisfy."""
+    m = cfg.model
+    if m.channels and m.channels != ds.channels:
+        raise ConfigError(f"model.channels={m.channels} but dataset '{ds.name}' has {ds.channels}-channel images")
+    if m.conditioning != "none" and ds.labels is None:
+        raise ConfigError(
+            f"conditioning '{m.conditioning}' needs labels but dataset '{ds.name}' has none: "
+            "use --set model.conditioning=none"
+        )
+    k = m.num_classes or ds.num_classes
+    if m.num_classes and m.num_classes != ds.num_classes:
+        raise ConfigError(f"model.num_classes={m.num_classes} but dataset '{ds.name}' has {ds.num_classes} classes")
+    return replace(cfg, model=replace(m, channels=ds.channels, num_classes=k))
+
+
+def fixed_latents(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The grid's latents and labels: the same at every snapshot and across resumes."""
+    gen = torch.Generator().manual_seed(cfg.train.seed + FIXED_LATENT_SEED_OFFSET)
+    n = cfg.train.grid_size
+    z = torch.randn(n, cfg.model.z_dim, generator=gen).to(device)
+    k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
+    y = (torch.arange(n) % k).to(device) if k else None
+    return z, y
+
+
+def grid_columns(cfg: Config) -> int | None:
+    k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
+    return k if 2 <= k <= 16 else None  # one class per column
+
+
+@torch.no_grad()
+def generate(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None, batch: int = 256) -> torch.Tensor:
+    was_training = G.training
+    G.eval()
+    out = torch.cat([G(z[i : i + batch], None if y is None else y[i : i + batch]) for i in range(0, len(z), batch)])
+    G.train(was_training)
+    return out
+
+
+def _default_out(preset: str) -> Path:
+    base = Path("runs") / preset
+    if not ckpt_mod.list_checkpoints(base) and not (base / "metrics.jsonl").exists():
+        return base
+    i = 2
+    while (Path("runs") / f"{preset}-{i}").exists():
+        i += 1
+    return Path("runs") / f"{preset}-{i}"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    last_metrics: dict[str, float]
+    checkpoint: Path
+    seconds: float
+
+
+class Trainer:
+    """Owns one run: its folder, state, loader and the schedule of side effects."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | None = None, quiet: bool = False) -> None:
+        validate(cfg)
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        ds = load_dataset(cfg.data)
+        self.cfg = cfg = resolve_for_dataset(cfg, ds)
+        self.dataset_info: dict[str, Any] = {
+            "name": ds.name, "count": len(ds), "channels": ds.channels, "num_classes": ds.num_classes,
+            "class_names": list(ds.class_names),
+        }
+        self.run_dir = run_dir
+        self.quiet = quiet
+        ckpt = ckpt_mod.load_checkpoint(resume_from) if resume_from else None
+        if ckpt is not None:
+            diffs = ckpt_mod.config_differences(cfg, ckpt_mod.config_of(ckpt))
+            if diffs:
+                raise ConfigError(
+                    f"cannot resume {resume_from} with a different config ({'; '.join(diffs)}): "
+                    "drop those overrides or start a new run with --out"
+                )
+        self.state: TrainState = build_state(cfg, self.device)
+        self.loader = make_loader(ds, cfg.data, cfg.model.resolution, self.device)
+        self.spec = StepSpec.from_config(cfg)
+        self.fixed_z, self.fixed_y = fixed_latents(cfg, self.device)
+        if ckpt is not None:
+            ckpt_mod.restore_state(self.state, ckpt, resume_from)
+            ckpt_mod.set_rng_state(ckpt["rng"])
+        self.last_good: Path | None = resume_from
+
+    # -- side effects -------------------------------------------------------
+    def _write_config(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(self.cfg.to_json() + "\n")
+
+    def _trim_metrics(self) -> None:
+        """On resume, drop log lines from beyond the checkpoint (work that was lost)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.state.step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    def _log(self, row: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save_samples(self, name: str) -> Path:
+        path = self.run_dir / "samples" / name
+        x = generate(self.state.sampler(), self.fixed_z, self.fixed_y)
+        save_grid(x, path, grid_columns(self.cfg))
+        return path
+
+    def _check_finite(self, values: dict[str, float]) -> None:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            where = (
+                f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was written yet"
+            )
+            raise TrainingDiverged(
+                f"training diverged: {', '.join(bad)} became NaN/inf by step {self.state.step}; stopped, {where} "
+                "(lower the learning rates or add label smoothing / instance noise, then --resume)"
+            )
+
+    def save_checkpoint(self) -> Path:
+        bad = [n for n, p in self.state.G.named_parameters() if not torch.isfinite(p).all()]
+        bad += [n for n, p in self.state.D.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            self._check_finite({f"parameter {bad[0]}": float("nan")})
+        path = ckpt_mod.checkpoint_path(self.run_dir, self.state.step)
+        payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info)
+        ckpt_mod.save_atomic(payload, path)
+        ckpt_mod.prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+        self.last_good = path
+        return path
+
+    # -- the loop -----------------------------------------------------------
+    def noise_std(self) -> torch.Tensor | None:
+        lo = self.cfg.loss
+        if lo.instance_noise <= 0:
+            return None
+        span = lo.instance_noise_steps or self.cfg.train.steps
+        frac = max(0.0, 1.0 - self.state.step / span)
+        return torch.tensor(lo.instance_noise * frac, device=self.device)
+
+    def train_one(self) -> dict[str, torch.Tensor]:
+        """n_critic D updates and one G update; statistics stay on the device."""
+        st, spec = self.state, self.spec
+        noise = self.noise_std()
+        d_out: dict[str, torch.Tensor] = {}
+        for _ in range(self.cfg.optim.n_critic):
+            real, labels = self.loader.batch(spec.batch_size)
+            for k, v in d_step(st, spec, real, labels, noise).items():
+                d_out[k] = d_out[k] + v if k in d_out else v
+        if self.cfg.optim.n_critic > 1:
+            d_out = {k: v / self.cfg.optim.n_critic for k, v in d_out.items()}
+        out = {**d_out, **g_step(st, spec, self.device)}
+        if st.G_ema is not None:
+            decay = self.cfg.optim.ema_decay if st.step >= self.cfg.optim.ema_start else 0.0
+            update_ema(st.G_ema, st.G, decay)
+        st.step += 1
+        return out
+
+    def run(self) -> RunResult:
+        cfg, st, t = self.cfg, self.state, self.cfg.train
+        self._write_config()
+        self._trim_metrics()
+        start_step, t0 = st.step, time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        n_acc = 0
+        last: dict[str, float] = {}
+        window_t, window_start = time.perf_counter(), st.step
+        bar = tqdm(total=t.steps, initial=st.step, desc="train", unit="step", disable=self.quiet,
+                   dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        try:
+            while st.step < t.steps:
+                out = self.train_one()
+                for k, v in out.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                n_acc += 1
+                bar.update(1)
+                at_end = st.step == t.steps
+                if st.step % t.log_every == 0 or at_end:
+                    values = {k: v.item() / n_acc for k, v in sums.items()}  # the one sync per interval
+                    self._check_finite(values)
+                    now = time.perf_counter()
+                    ips = (st.step - window_start) * t.batch_size / max(now - window_t, 1e-9)
+                    window_t, window_start = now, st.step
+                    last = {k: round(v, 6) for k, v in values.items()}
+                    self._log({"step": st.step, "images_per_s": round(ips, 1), **last})
+                    bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}", img_s=f"{ips:.0f}")
+                    sums, n_acc = {}, 0
+                if st.step % t.sample_every == 0 or at_end:
+                    self.save_samples(f"step-{st.step:07d}.png")
+                if st.step % t.ckpt_every == 0 or at_end:
+                    if sums:
+                        self._check_finite({k: v.item() for k, v in sums.items()})
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        final = self.last_good
+        if final is None:  # nothing trained: resumed at or beyond train.steps
+            final = self.save_checkpoint()
+        self.save_samples("final.png")
+        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
+        return RunResult(self.run_dir, st.step, last, final, time.perf_counter() - t0)
+
+
+def find_resume(resume: str, run_dir: Path) -> Path | None:
+    """``auto``: the newest readable checkpoint of ``run_dir`` (None if it has none); else a path."""
+    if resume != "auto":
+        p = Path(resume)
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint {p} does not exist: pass a checkpoint file or --resume auto")
+        return p
+    for p in reversed(ckpt_mod.list_checkpoints(run_dir)):
+        try:
+            ckpt_mod.load_checkpoint(p)
+            return p
+        except CheckpointError as e:
+            print(f"warning: skipping unreadable checkpoint ({e})", file=sys.stderr)
+    return None
+
+
+def run_dir_of_checkpoint(path: Path) -> Path:
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> RunResult:
+    """Train (or continue) a run. ``resume``: None, ``"auto"`` or a checkpoint path."""
+    if resume and resume != "auto":
+        resume_path = find_resume(resume, Path())
+        run_dir = Path(cfg.train.out) if cfg.train.out else run_dir_of_checkpoint(resume_path)
+    else:
+        run_dir = Path(cfg.train.out) if cfg.train.out else (
+            Path("runs") / cfg.preset if resume else _default_out(cfg.preset))
+        resume_path = find_resume("auto", run_dir) if resume else None
+        if resume is None and ckpt_mod.list_checkpoints(run_dir):
+            raise ConfigError(
+                f"run folder {run_dir} already holds checkpoints: continue it with --resume auto, or pick a new --out"
+            )
+    trainer = Trainer(replace(cfg, train=replace(cfg.train, out=str(run_dir))), run_dir, resume_path, quiet)
+    if resume and resume_path is None and not quiet:
+        print(f"no checkpoint in {run_dir}: starting a new run", file=sys.stderr)
+    return trainer.run()

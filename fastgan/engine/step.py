@@ -1,0 +1,120 @@
+"""The training step: ``d_step`` and ``g_step``, plain PyTorch (the reference path).
+
+Static shapes and no host syncs: losses and statistics come back as detached
+device tensors and the loop reads them every ``log_every`` steps, so the same
+functions can later run compiled or inside a captured CUDA graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastgan.config import Config
+from fastgan.engine.state import TrainState
+from fastgan.losses import LOSSES, acgan_aux_loss, gradient_penalty_ref, interpolate
+
+Tensor = torch.Tensor
+
+D_KEYS = ("d_loss", "d_real", "d_fake", "acc_real", "acc_fake")
+G_KEYS = ("g_loss",)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What the step needs from the config, flattened for the hot path."""
+
+    loss: str
+    z_dim: int
+    num_classes: int  # 0 for unconditional models
+    acgan: bool
+    smoothing: float
+    gp_weight: float
+    aux_weight: float
+    batch_size: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> StepSpec:
+        m = cfg.model
+        return cls(
+            loss=cfg.loss.kind,
+            z_dim=m.z_dim,
+            num_classes=m.num_classes if m.conditioning != "none" else 0,
+            acgan=m.conditioning == "acgan",
+            smoothing=cfg.loss.label_smoothing,
+            gp_weight=cfg.loss.gp_weight,
+            aux_weight=cfg.loss.aux_weight,
+            batch_size=cfg.train.batch_size,
+        )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        extra = ("gp",) if self.loss == "wgan-gp" else ()
+        extra += ("aux_acc_real", "aux_acc_fake") if self.acgan else ()
+        return D_KEYS + G_KEYS + extra
+
+
+def sample_latents(spec: StepSpec, n: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    z = torch.randn(n, spec.z_dim, device=device)
+    y = torch.randint(spec.num_classes, (n,), device=device) if spec.num_classes else None
+    return z, y
+
+
+def _with_noise(x: Tensor, std: Tensor | None) -> Tensor:
+    return x if std is None else x + std * torch.randn_like(x)
+
+
+def d_step(
+    state: TrainState, spec: StepSpec, real: Tensor, labels: Tensor | None, noise_std: Tensor | None = None
+) -> dict[str, Tensor]:
+    """One discriminator (critic) update on a real batch and a fresh fake batch."""
+    G, D = state.G, state.D
+    d_loss_fn, _ = LOSSES[spec.loss]
+    y_real = labels if spec.num_classes else None
+    z, y_fake = sample_latents(spec, real.shape[0], real.device)
+    with torch.no_grad():
+        fake = G(z, y_fake)
+    real_logit, real_aux = D(_with_noise(real, noise_std), y_real)
+    fake_logit, fake_aux = D(_with_noise(fake, noise_std), y_fake)
+    loss = d_loss_fn(real_logit.float(), fake_logit.float(), spec.smoothing)
+    out: dict[str, Tensor] = {}
+    if spec.loss == "wgan-gp":
+        eps = torch.rand(real.shape[0], device=real.device)
+        x_hat = interpolate(real, fake, eps)
+        gp = gradient_penalty_ref(lambda x: D(x, y_real)[0], x_hat, spec.gp_weight)
+        loss = loss + gp
+        out["gp"] = gp.detach()
+    if spec.acgan:
+        loss = loss + spec.aux_weight * (acgan_aux_loss(real_aux, y_real) + acgan_aux_loss(fake_aux, y_fake))
+        out["aux_acc_real"] = (real_aux.argmax(1) == y_real).float().mean()
+        out["aux_acc_fake"] = (fake_aux.argmax(1) == y_fake).float().mean()
+    state.opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    state.opt_d.step()
+    rl, fl = real_logit.detach().float(), fake_logit.detach().float()
+    prob = spec.loss == "ns"  # D(x) as a probability where D is a classifier, raw critic value otherwise
+    out.update(
+        d_loss=loss.detach(),
+        d_real=torch.sigmoid(rl).mean() if prob else rl.mean(),
+        d_fake=torch.sigmoid(fl).mean() if prob else fl.mean(),
+        acc_real=(rl > 0).float().mean(),
+        acc_fake=(fl < 0).float().mean(),
+    )
+    return out
+
+
+def g_step(state: TrainState, spec: StepSpec, device: torch.device) -> dict[str, Tensor]:
+    """One generator update; only G's parameters receive gradients."""
+    G, D = state.G, state.D
+    _, g_loss_fn = LOSSES[spec.loss]
+    z, y = sample_latents(spec, spec.batch_size, device)
+    fake = G(z, y)
+    logit, aux = D(fake, y)
+    loss = g_loss_fn(logit.float())
+    if spec.acgan:
+        loss = loss + spec.aux_weight * acgan_aux_loss(aux, y)
+    state.opt_g.zero_grad(set_to_none=True)
+    loss.backward(inputs=list(G.parameters()))
+    state.opt_g.step()
+    return {"g_loss": loss.detach()}

@@ -1,0 +1,79 @@
+"""Image helpers: [-1, 1] tensors to uint8, grids, PNG and npz output."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C)."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 (N, H, W, C) -> one uint8 (H', W', C) image, ``nrow`` images per row."""
+    n, h, w, c = images.shape
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / nrow))
+    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = images[i]
+    return grid
+
+
+def save_png(grid: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    img.save(path)
+
+
+def save_grid(x: torch.Tensor, path: Path, nrow: int | None = None) -> None:
+    save_png(make_grid(to_uint8(x), nrow), path)
+
+
+def save_npz(x: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"images": to_uint8(x)}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    np.savez_compressed(path, **arrays)
+
+
+def plot_losses(metrics_path: Path, out: Path) -> None:
+    """Loss curves (and D(x), D(G(z))) from metrics.jsonl to a PNG."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "d_loss" in r]
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("d_loss", "g_loss", "gp"):
+        if key in rows[0]:
+            a.plot(steps, [r[key] for r in rows], label=key)
+    a.set_xlabel("step")
+    a.set_title("losses")
+    a.legend()
+    for key, name in (("d_real", "D(x)"), ("d_fake", "D(G(z))")):
+        b.plot(steps, [r[key] for r in rows], label=name)
+    b.set_xlabel("step")
+    b.set_title("discriminator outputs")
+    b.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,49 @@
+"""One builder for every generator/discriminator pair."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fastgan.config import ModelConfig
+from fastgan.errors import ConfigError
+from fastgan.models.dcgan import Discriminator, Generator
+from fastgan.models.layers import BatchNormAct, init_weights
+from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
+
+__all__ = ["build_models", "build_generator", "build_discriminator", "BatchNormAct", "Generator", "Discriminator"]
+
+
+def _check(m: ModelConfig) -> None:
+    if m.channels not in (1, 3):
+        raise ConfigError(f"model.channels must be 1 or 3 when building a model, got {m.channels}")
+    if m.conditioning != "none" and m.num_classes < 2:
+        raise ConfigError(
+            f"conditioning '{m.conditioning}' needs labels: the dataset has none (use --set model.conditioning=none)"
+        )
+
+
+def build_generator(m: ModelConfig) -> nn.Module:
+    _check(m)
+    k = m.num_classes if m.conditioning != "none" else 0
+    if m.arch == "mlp":
+        g = MLPGenerator(m.resolution, m.channels, m.z_dim, m.g_width, k, m.label_mode, m.embed_dim)
+    else:
+        g = Generator(m.resolution, m.channels, m.z_dim, m.g_width, k, m.label_mode, m.embed_dim, m.kernels)
+    init_weights(g)
+    return g
+
+
+def build_discriminator(m: ModelConfig) -> nn.Module:
+    _check(m)
+    k = m.num_classes if m.conditioning != "none" else 0
+    if m.arch == "mlp":
+        d = MLPDiscriminator(m.resolution, m.channels, m.d_width, k, m.conditioning, m.d_dropout)
+    else:
+        d = Discriminator(m.resolution, m.channels, m.d_width, k, m.conditioning, m.d_norm, m.d_dropout, m.kernels)
+    init_weights(d)
+    return d
+
+
+def build_models(m: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for a fully resolved model config (channels and num_classes set)."""
+    return build_generator(m), build_discriminator(m)
