@@ -78,12 +78,22 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    every: int = 0  # steps between in-training evaluations (FID etc.); 0 = off
+    samples: int = 2000  # generated images per evaluation (FID depends on it: always reported)
+    metric: str = "fid"  # the metric that picks best.pt; lower is better
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never stop early
+    batch_size: int = 250  # batch size of the feature network (results do not depend on it)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     preset: str = "digits-cdcgan"
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +126,7 @@ _SECTIONS = {
     "loss": LossConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
+    "eval": EvalConfig,
 }
 
 # Fields that may change between a run and its resumption (bookkeeping, not training math).
@@ -133,6 +144,10 @@ RESUMABLE_CHANGES = frozenset(
         "data.root",
         "data.loader",
         "model.kernels",
+        "eval.every",
+        "eval.samples",
+        "eval.patience",
+        "eval.batch_size",
         "preset",
     }
 )

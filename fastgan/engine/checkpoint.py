@@ -97,11 +97,11 @@ def config_differences(a: Config, b: Config) -> list[str]:
     """Keys whose values differ between two configs, ignoring bookkeeping keys."""
     da, db = a.to_dict(), b.to_dict()
     diffs = []
-    for sec in ("model", "data", "loss", "optim", "train"):
+    for sec in ("model", "data", "loss", "optim", "train", "eval"):
         for k in da[sec]:
             key = f"{sec}.{k}"
-            if key not in RESUMABLE_CHANGES and da[sec][k] != db[sec].get(k):
-                diffs.append(f"{key}: {db[sec].get(k)!r} -> {da[sec][k]!r}")
+            if key not in RESUMABLE_CHANGES and da[sec][k] != db.get(sec, {}).get(k):
+                diffs.append(f"{key}: {db.get(sec, {}).get(k)!r} -> {da[sec][k]!r}")
     return diffs
 
 

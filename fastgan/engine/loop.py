@@ -24,6 +24,15 @@ from fastgan.images import plot_losses, save_grid
 FIXED_LATENT_SEED_OFFSET = 12345  # fixed sample-grid latents come from their own generator
 
 
+def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device):
+    """The in-training evaluator: a callable ``G -> {metric: value}`` (fastgan.metrics provides it)."""
+    try:
+        from fastgan.metrics.training import make_evaluator as _make
+    except ImportError:
+        raise ConfigError("eval.every needs the metrics package (fastgan.metrics), which this build lacks") from None
+    return _make(cfg, dataset, device)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -123,9 +132,12 @@ class Trainer:
         self.loader = make_loader(ds, cfg.data, cfg.model.resolution, self.device)
         self.spec = StepSpec.from_config(cfg)
         self.fixed_z, self.fixed_y = fixed_latents(cfg, self.device)
+        self.evaluator = make_evaluator(cfg, ds, self.device) if cfg.eval.every else None
+        self.best: dict[str, Any] = {"metric": cfg.eval.metric, "value": None, "step": None, "bad_evals": 0}
         if ckpt is not None:
             ckpt_mod.restore_state(self.state, ckpt, resume_from)
             ckpt_mod.set_rng_state(ckpt["rng"])
+            self.best = ckpt.get("best") or self.best
         self.last_good: Path | None = resume_from
 
     # -- side effects -------------------------------------------------------
@@ -168,11 +180,26 @@ class Trainer:
         if bad:
             self._check_finite({f"parameter {bad[0]}": float("nan")})
         path = ckpt_mod.checkpoint_path(self.run_dir, self.state.step)
-        payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info)
+        payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best})
         ckpt_mod.save_atomic(payload, path)
         ckpt_mod.prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         self.last_good = path
         return path
+
+    def evaluate(self) -> bool:
+        """Run the evaluator, log it, keep best.pt; False when patience says stop."""
+        values = self.evaluator(self.state.sampler())
+        self._log({"step": self.state.step, **{k: round(float(v), 6) for k, v in values.items()}})
+        key, b = self.cfg.eval.metric, self.best
+        if key not in values:
+            raise ConfigError(f"eval.metric '{key}' is not computed here: choose one of {', '.join(values)}")
+        if b["value"] is None or values[key] < b["value"]:
+            b.update(value=float(values[key]), step=self.state.step, bad_evals=0)
+            payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best})
+            ckpt_mod.save_atomic(payload, self.run_dir / "best.pt")
+        else:
+            b["bad_evals"] += 1
+        return not (self.cfg.eval.patience and b["bad_evals"] >= self.cfg.eval.patience)
 
     # -- the loop -----------------------------------------------------------
     def noise_std(self) -> torch.Tensor | None:
@@ -232,10 +259,18 @@ class Trainer:
                     sums, n_acc = {}, 0
                 if st.step % t.sample_every == 0 or at_end:
                     self.save_samples(f"step-{st.step:07d}.png")
+                if self.evaluator is not None and (st.step % self.cfg.eval.every == 0 or at_end):
+                    if not self.evaluate():
+                        at_end = True
+                        print(f"\nstopping early at step {st.step}: {self.cfg.eval.metric} has not improved for "
+                              f"{self.cfg.eval.patience} evaluations (best {self.best['value']:.4f} at step "
+                              f"{self.best['step']}, in best.pt)", file=sys.stderr)
                 if st.step % t.ckpt_every == 0 or at_end:
                     if sums:
                         self._check_finite({k: v.item() for k, v in sums.items()})
                     self.save_checkpoint()
+                if at_end:
+                    break
         finally:
             bar.close()
         final = self.last_good
