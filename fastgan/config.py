@@ -47,7 +47,8 @@ class LossConfig:
     gp_weight: float = 10.0  # lambda of the gradient penalty (WGAN-GP paper)
     label_smoothing: float = 0.0  # one-sided: real target = 1 - this (Salimans et al. use 0.1)
     instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at step 0, in [-1, 1] pixel units
-    instance_noise_steps: int = 0  # steps over which that std anneals linearly to 0; 0 = the whole run
+    instance_noise_steps: int = 0  # steps over which that std anneals linearly to 0; 0 = train.steps (so set it
+    # explicitly if you will resume with a larger train.steps: the schedule follows train.steps)
     aux_weight: float = 1.0  # weight of the ACGAN auxiliary cross-entropy
 
 
