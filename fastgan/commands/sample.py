@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from fastgan.engine.checkpoint import config_of, load_checkpoint
+from fastgan.engine.checkpoint import config_of, describe_load_error, load_checkpoint
 from fastgan.engine.loop import generate, resolve_device
 from fastgan.errors import ConfigError, FastganError
 from fastgan.images import make_grid, save_npz, save_png, to_uint8
@@ -59,7 +59,10 @@ def load_generator(path: str | Path, device: torch.device, use_ema: bool = True)
     try:
         G.load_state_dict(sd)
     except RuntimeError as e:
-        raise FastganError(f"checkpoint {path} holds a generator that does not match its config ({str(e)[:120]})") from None
+        raise FastganError(
+            f"checkpoint {path} holds a generator that does not match its config ({describe_load_error(e)}): "
+            "it was altered or comes from another model"
+        ) from None
     return G.to(device).eval(), cfg, ckpt
 
 

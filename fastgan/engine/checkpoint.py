@@ -143,6 +143,13 @@ def make_payload(state, cfg: Config, dataset_info: dict[str, Any], extra: dict[s
     }
 
 
+def describe_load_error(e: Exception) -> str:
+    """One line out of load_state_dict's multi-line report: its first concrete problem."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0])
+    return detail[:160]
+
+
 def restore_state(state, ckpt: dict[str, Any], path: Path) -> None:
     """Load models and optimizers from a checkpoint into a freshly built state."""
     try:
@@ -153,6 +160,7 @@ def restore_state(state, ckpt: dict[str, Any], path: Path) -> None:
         state.opt_g.load_state_dict(ckpt["optim"]["G"])
         state.opt_d.load_state_dict(ckpt["optim"]["D"])
     except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise CheckpointError(f"checkpoint {path} does not fit this model ({first}): it is from another model") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model ({describe_load_error(e)}): it is from another model"
+        ) from None
     state.step = int(ckpt["step"])
