@@ -34,11 +34,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"  # digits (bundled, no download) | mnist | fashion-mnist
+    dataset: str = "digits"  # digits (bundled, no download) | mnist | emnist-letters | cifar10 | folder | celeba | ...
     root: str = ""  # folder holding the files; "" = $FASTGAN_DATA/<dataset folder>, else ./data/<dataset folder>
-    split: str = "train"  # train | test
+    split: str = "train"  # train | test (LSUN's test split is its val export)
     hflip: bool = False  # random horizontal flip on the device (wrong for digits and letters)
-    loader: str = "auto"  # auto | device: the uint8 dataset lives in device memory
+    loader: str = "auto"  # auto (device when the uint8 set fits, else stream) | device | stream | dali
+    cache_resolution: int = 0  # px of the decoded cache of folder/celeba/lsun/imagenet; 0 = model.resolution
+    crop: float = 1.0  # centre square crop before resizing, as a fraction of the shorter side (CelebA DCGAN: 0.7)
+    crop_pad: int = 0  # random-crop augmentation on the device: reflect-pad this many px, crop back; 0 = off
+    class_folders: bool = False  # image folder: first-level sub-folders become class labels
+    attribute: str = ""  # CelebA attribute used as a 0/1 label (e.g. Smiling); "" = no labels
+    categories: str = ""  # dataset lsun: comma list of categories combined, label = position in the list
+    cache_dir: str = ""  # where decoded caches live; "" = $FASTGAN_CACHE, else ~/.cache/fastgan
+    loader_workers: int = 2  # stream loader worker processes (0 = read in the training process)
+    prepare_workers: int = 0  # decode processes when a cache is built; 0 = one per CPU core
+    device_fraction: float = 0.5  # auto: the uint8 set may take at most this share of free device memory
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,10 @@ RESUMABLE_CHANGES = frozenset(
         "train.threads",
         "data.root",
         "data.loader",
+        "data.cache_dir",
+        "data.loader_workers",
+        "data.prepare_workers",
+        "data.device_fraction",
         "model.kernels",
         "eval.every",
         "eval.samples",
@@ -221,15 +235,15 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "cifar10-dcgan": (
-        "DCGAN on CIFAR-10 at 32 px (needs the data issue's CIFAR-10 source)",
+        "DCGAN on CIFAR-10 at 32 px",
         {"data.dataset": "cifar10", "data.hflip": True, "model.resolution": 32, "train.steps": 50000},
     ),
     "celeba-64": (
-        "DCGAN on CelebA faces, centre crop then 64 px (needs the data issue's CelebA source)",
-        {"data.dataset": "celeba", "data.hflip": True, "model.resolution": 64, "train.steps": 50000},
+        "DCGAN on CelebA faces, centre crop 70% then 64 px",
+        {"data.dataset": "celeba", "data.crop": 0.7, "data.hflip": True, "model.resolution": 64, "train.steps": 50000},
     ),
     "lsun-church-128": (
-        "DCGAN on LSUN church outdoor at 128 px (needs the data issue's LSUN source)",
+        "DCGAN on LSUN church outdoor at 128 px (the official LMDB export)",
         {
             "data.dataset": "lsun-church",
             "data.hflip": True,
@@ -240,7 +254,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "emnist-letters": (
-        "conditional DCGAN on EMNIST letters at 28 px, 26 classes (needs the data issue's EMNIST source)",
+        "conditional DCGAN on EMNIST letters at 28 px, 26 classes",
         {
             "data.dataset": "emnist-letters",
             "model.resolution": 28,
@@ -334,6 +348,8 @@ def load_config(preset: str | None = None, overrides: dict[str, Any] | None = No
         raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)} (`fastgan presets` lists them)")
     cfg = apply_overrides(Config(preset=name), PRESETS[name][1])
     cfg = apply_overrides(cfg, overrides or {})
+    if not cfg.data.cache_resolution:  # decoded sources are cached at the training resolution
+        cfg = replace(cfg, data=replace(cfg.data, cache_resolution=cfg.model.resolution))
     validate(cfg)
     return cfg
 
@@ -374,6 +390,18 @@ def validate(cfg: Config) -> None:
     for key, lr in (("optim.g_lr", o.g_lr), ("optim.d_lr", o.d_lr)):
         if not lr > 0:
             raise ConfigError(f"bad value for {key}: {lr} (must be > 0)")
+    d = cfg.data
+    _one_of("data.loader", d.loader, ("auto", "device", "stream", "dali"))
+    if not 0.0 < d.crop <= 1.0:
+        raise ConfigError(f"bad value for data.crop: {d.crop} (a fraction of the shorter side, in (0, 1])")
+    if d.cache_resolution and d.cache_resolution < 8:
+        raise ConfigError(f"bad value for data.cache_resolution: {d.cache_resolution} (at least 8 px, or 0)")
+    for key, v in (("data.crop_pad", d.crop_pad), ("data.loader_workers", d.loader_workers),
+                   ("data.prepare_workers", d.prepare_workers)):
+        if v < 0:
+            raise ConfigError(f"bad value for {key}: {v} (must be >= 0)")
+    if not 0.0 < d.device_fraction <= 1.0:
+        raise ConfigError(f"bad value for data.device_fraction: {d.device_fraction} (must be in (0, 1])")
     if lo.kind == "wgan-gp" and m.d_norm == "batch":
         raise ConfigError(
             "loss.kind=wgan-gp needs a critic without BatchNorm (the penalty is per sample): add --set model.d_norm=none"
