@@ -20,9 +20,11 @@ def add_parser(sub) -> None:
         description="Generate images from a checkpoint into a grid PNG or an .npz (uint8 NHWC 'images', 'labels').",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n  fastgan sample runs/digits-cdcgan/checkpoints/step-0001500.pt --out grid.png\n"
-        "  fastgan sample CKPT --labels 3 -n 64 --out threes.npz",
+        "  fastgan sample CKPT --labels 3 -n 64 --out threes.npz\n  fastgan sample --onnx digits.onnx --out grid.png",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by fastgan train")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint written by fastgan train (or use --onnx)")
+    p.add_argument("--onnx", metavar="MODEL.onnx", help="sample a model written by `fastgan export` through "
+                   "onnxruntime (best provider: TensorRT, CUDA, CPU; --device cpu forces CPU) instead of a checkpoint")
     p.add_argument("--out", default="samples.png", help="output .png (grid) or .npz (default samples.png)")
     p.add_argument("-n", "--num", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--labels", help="conditional models: one label, or a comma list cycled over the images "
@@ -66,19 +68,40 @@ def load_generator(path: str | Path, device: torch.device, use_ema: bool = True)
     return G.to(device).eval(), cfg, ckpt
 
 
+def _sample_onnx(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """(images, labels, classes) from an exported model; the latents are the checkpoint path's (same seed)."""
+    if args.no_ema:
+        raise ConfigError("--no-ema has no effect on an ONNX model: export the raw G with `fastgan export --no-ema`")
+    try:
+        from fastgan.export.runtime import OnnxGenerator
+    except ImportError as e:
+        raise ConfigError(f"--onnx needs the '{e.name}' package: pip install 'fastgan[onnx]'") from None
+    og = OnnxGenerator(args.onnx, ["CPUExecutionProvider"] if args.device == "cpu" else None)
+    print(f"onnxruntime provider: {og.provider}", file=sys.stderr)
+    y = parse_labels(args.labels, args.num, og.num_classes)
+    z = torch.randn(args.num, og.z_dim, generator=torch.Generator().manual_seed(args.seed))
+    x = og.run(z.numpy(), None if y is None else y.numpy())
+    return torch.from_numpy(x), y, og.num_classes
+
+
 def run(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise ConfigError(f"-n must be at least 1, got {args.num}")
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npz"):
         raise ConfigError(f"--out must end in .png or .npz, got '{out}'")
-    device = resolve_device(args.device)
-    G, cfg, _ = load_generator(args.checkpoint, device, not args.no_ema)
-    k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
-    y = parse_labels(args.labels, args.num, k)
-    gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.num, cfg.model.z_dim, generator=gen)
-    x = generate(G, z.to(device), None if y is None else y.to(device))
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise ConfigError("give a checkpoint or --onnx MODEL.onnx (exactly one of them)")
+    if args.onnx:
+        x, y, k = _sample_onnx(args)
+    else:
+        device = resolve_device(args.device)
+        G, cfg, _ = load_generator(args.checkpoint, device, not args.no_ema)
+        k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
+        y = parse_labels(args.labels, args.num, k)
+        gen = torch.Generator().manual_seed(args.seed)
+        z = torch.randn(args.num, cfg.model.z_dim, generator=gen)
+        x = generate(G, z.to(device), None if y is None else y.to(device))
     if out.suffix.lower() == ".npz":
         save_npz(x, y, out)
     else:

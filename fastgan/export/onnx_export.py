@@ -1,0 +1,196 @@
+"""Export a generator to ONNX: fold BatchNorm, trace with torch.onnx, stamp fastgan metadata,
+run onnx.checker, then compare onnxruntime against ``G.eval()`` before the file is kept.
+
+Exporter: the dynamo one (``torch.onnx.export(dynamo=True)``), the default since torch 2.9. The
+TorchScript exporter also works here and traces faster, but it is deprecated and slated for
+removal; the dynamo exporter handles the dynamic batch axis (one ``Dim`` shared by ``z`` and
+``label``), int64 labels, one-hot and embedding label inputs, and both architectures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from fastgan import __version__
+from fastgan.config import Config
+from fastgan.errors import CheckpointError
+from fastgan.export.fold import fold_batchnorm
+from fastgan.export.runtime import open_session, to_uint8
+from fastgan.export.spec import (
+    ATOL_FP16,
+    ATOL_FP32,
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGES,
+    IMAGES_UINT8,
+    LABEL,
+    VERIFY_BATCHES,
+    Z,
+    ExportOptions,
+    OnnxError,
+)
+
+TRACE_BATCH = 2  # example batch for a dynamic axis: torch.export specialises sizes 0 and 1
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    max_abs_diff: float  # max |onnxruntime - G.eval()| over the verification images, in [-1, 1] pixel units
+    tolerance: float
+    checked: int  # images compared
+    seconds: float
+    meta: dict[str, str]
+
+
+class Deployable(nn.Module):
+    """The served graph: float32 ``z`` (and int64 ``label``) in; [-1, 1] images (and uint8 NHWC) out."""
+
+    def __init__(self, G: nn.Module, dtype: torch.dtype, uint8: bool) -> None:
+        super().__init__()
+        self.G, self.dtype, self.uint8 = G, dtype, uint8
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None):
+        x = self.G(z.to(self.dtype), label).float()
+        if not self.uint8:
+            return x
+        # The arithmetic of fastgan.images.to_uint8, so saved files match `fastgan sample`.
+        return x, ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def generator_metadata(cfg: Config, ckpt: dict, weights: str, opts: ExportOptions) -> dict[str, str]:
+    """metadata_props of an exported generator: everything needed to feed it and label its output."""
+    m = cfg.model
+    k = m.num_classes if m.conditioning != "none" else 0
+    names = [str(n) for n in (ckpt.get("dataset") or {}).get("class_names", [])][:k]
+    return {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "fastgan_version": __version__,
+        "arch": m.arch,
+        "latent_size": str(m.z_dim),
+        "num_classes": str(k),
+        "class_names": json.dumps(names),
+        "conditioning": m.conditioning,
+        "label_mode": m.label_mode if k else "",
+        "resolution": str(m.resolution),
+        "channels": str(m.channels),
+        "training_step": str(int(ckpt.get("step", 0))),
+        "dataset": str((ckpt.get("dataset") or {}).get("name", "")),
+        "preset": cfg.preset,
+        "weights": weights,  # ema | raw
+        "precision": "fp16" if opts.fp16 else "fp32",
+        "batch": str(opts.batch) if opts.batch else "dynamic",
+    }
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs missing torchvision ops and deprecations on every call: noise for a user."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def trace(G: nn.Module, opts: ExportOptions) -> onnx.ModelProto:
+    """The folded generator (fp16 inside when asked) as an ONNX model, without metadata."""
+    folded = fold_batchnorm(G)
+    dtype = torch.float16 if opts.fp16 else torch.float32
+    module = Deployable(folded.to(dtype), dtype, opts.uint8).eval()
+    n = opts.batch or TRACE_BATCH
+    args: tuple[torch.Tensor, ...] = (torch.randn(n, G.z_dim),)
+    if G.num_classes:
+        args += (torch.arange(n) % G.num_classes,)
+    batch = torch.export.Dim("batch")
+    dynamic = None if opts.batch else tuple({0: batch} for _ in args)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            module, args, dynamo=True, input_names=[Z, LABEL][: len(args)],
+            output_names=[IMAGES, IMAGES_UINT8] if opts.uint8 else [IMAGES],
+            dynamic_shapes=dynamic, opset_version=opts.opset, verbose=False,
+        )
+    return program.model_proto
+
+
+@torch.no_grad()
+def verify(path: Path, G: nn.Module, opts: ExportOptions) -> tuple[float, int]:
+    """Max |onnxruntime - G.eval()| on fresh random latents and labels; OnnxError past the tolerance."""
+    tol = ATOL_FP16 if opts.fp16 else ATOL_FP32
+    seed = secrets.randbits(31)
+    gen = torch.Generator().manual_seed(seed)
+    session = open_session(path, ["CPUExecutionProvider"])
+    worst, count = 0.0, 0
+    for n in (opts.batch,) if opts.batch else VERIFY_BATCHES:
+        z = torch.randn(n, G.z_dim, generator=gen)
+        y = torch.randint(0, G.num_classes, (n,), generator=gen) if G.num_classes else None
+        ref = G.eval()(z, y).float().numpy()
+        outs = session.run(None, {Z: z.numpy(), **({LABEL: y.numpy()} if y is not None else {})})
+        diff = float(np.abs(outs[0] - ref).max())
+        levels = int(np.abs(outs[1].astype(np.int16) - to_uint8(ref)).max()) if opts.uint8 else 0
+        if not diff <= tol or levels > 1 + int(tol * 127.5):  # `not <=` also catches NaN
+            raise OnnxError(
+                f"export check failed: max |onnxruntime - torch| = {diff:.3g} (uint8: {levels} levels) > {tol:g} "
+                f"on {n} random latents (seed {seed}); nothing was written (a bug: please report it)"
+            )
+        worst, count = max(worst, diff), count + n
+    return worst, count
+
+
+def export_generator(G: nn.Module, out: str | Path, meta: dict[str, str],
+                     opts: ExportOptions = ExportOptions()) -> ExportReport:
+    """Export an eval-mode copy of ``G`` (any fastgan generator) to ``out`` with ``meta`` as
+    metadata_props; the file appears only after onnx.checker and the onnxruntime comparison pass."""
+    opts.check()
+    t0 = time.perf_counter()
+    G = copy.deepcopy(G).float().cpu().eval()
+    model = trace(G, opts)
+    onnx.helper.set_model_props(model, meta)
+    model.doc_string = f"fastgan {meta.get('arch', '')} generator; inputs {Z} (and {LABEL}), outputs {IMAGES} in [-1, 1]"
+    onnx.checker.check_model(model, full_check=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        diff, count = verify(Path(tmp), G, opts)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    tol = ATOL_FP16 if opts.fp16 else ATOL_FP32
+    return ExportReport(out, diff, tol, count, time.perf_counter() - t0, meta)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, opts: ExportOptions = ExportOptions()) -> ExportReport:
+    """Export the generator of a `fastgan train` checkpoint (EMA weights when asked and present)."""
+    from fastgan.commands.sample import load_generator
+
+    opts.check()
+    try:
+        G, cfg, ckpt = load_generator(checkpoint, torch.device("cpu"), opts.use_ema)
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{checkpoint} is a fastgan file without generator weights (missing {e}): "
+                              "pass a checkpoint written by `fastgan train`") from None
+    weights = "ema" if opts.use_ema and ckpt["models"].get("G_ema") is not None else "raw"
+    return export_generator(G, out, generator_metadata(cfg, ckpt, weights, opts), opts)
