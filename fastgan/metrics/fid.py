@@ -1,0 +1,252 @@
+"""Frechet distance: streaming float64 statistics and Tr sqrt(S1 S2) on a symmetric form.
+
+The chain: features -> ``features_to_stats`` (or ``StatsAccumulator``) -> ``Stats`` ->
+``stats_to_fid``. FID = |mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr sqrt(S1 S2). The trace term
+never takes sqrtm of the non-symmetric product (slow, and it fails on singular input):
+with S1 = L L^T it is the sum of square roots of the eigenvalues of L^T S2 L, or of
+sqrt(S1) S2 sqrt(S1) when S1 is singular; with n < d samples, of the n x n matrices
+A S2 A^T or (A B^T)(A B^T)^T, A and B the centred features over sqrt(n - 1).
+
+``trace_sqrt(s1, s2, impl="auto")``: ``native`` (csrc/, LAPACK), ``numpy`` or ``torch``
+(the reference; float64 on the GPU when one is present). ``auto`` takes torch on a GPU,
+else native, else numpy with one warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from fastgan.errors import FastganError
+
+try:
+    from fastgan.metrics import _trace_sqrt as _native
+except ImportError:  # built without LAPACK (see CMakeLists.txt)
+    _native = None
+
+FID = "fid"  # result key
+IMPLS = ("auto", "native", "numpy", "torch")
+_warned = False
+
+
+@dataclass
+class Stats:
+    """Mean and covariance (float64) of ``n`` feature vectors; ``features`` keeps the raw vectors
+    when n <= d, where the covariance is singular and the exact n x n form needs them."""
+
+    mu: np.ndarray  # (d,)
+    sigma: np.ndarray  # (d, d), unbiased (n - 1)
+    n: int  # sample count; 0 = unknown (a stats file that does not say)
+    features: np.ndarray | None = None  # (n, d) float64, only when n <= d
+
+    @property
+    def dim(self) -> int:
+        return int(self.mu.shape[0])
+
+    def centered(self) -> np.ndarray | None:
+        """A with A^T A = sigma: the centred features over sqrt(n - 1), or None without features."""
+        if self.features is None:
+            return None
+        return (self.features - self.mu) / np.sqrt(self.n - 1)
+
+
+class StatsAccumulator:
+    """Streaming mean and covariance in float64. Sums are taken around the first vector (a shift
+    that avoids cancellation in E[xx^T] - mu mu^T) and do not depend on how batches split."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._shift: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
+        self._outer: torch.Tensor | None = None
+        self._kept: list[torch.Tensor] | None = []
+
+    def update(self, feats: torch.Tensor | np.ndarray) -> None:
+        x = torch.as_tensor(feats).detach().to(torch.float64)
+        if x.dim() != 2:
+            raise FastganError(f"features must be (batch, dim), got shape {tuple(x.shape)}")
+        if len(x) == 0:
+            return
+        if self._shift is None:
+            d = x.shape[1]
+            self._shift = x[0].clone()
+            self._sum = x.new_zeros(d)
+            self._outer = x.new_zeros(d, d)
+        elif x.shape[1] != self._shift.shape[0]:
+            raise FastganError(f"feature size changed from {self._shift.shape[0]} to {x.shape[1]} within one set")
+        xc = x - self._shift
+        self._sum += xc.sum(0)
+        self._outer.addmm_(xc.T, xc)
+        self.n += len(x)
+        if self._kept is not None:
+            self._kept.append(x.cpu())
+            if self.n > x.shape[1]:
+                self._kept = None  # enough samples for a full-rank covariance: no need for them
+
+    def result(self) -> Stats:
+        if self.n < 2:
+            raise FastganError(f"FID statistics need at least 2 images, got {self.n}")
+        mean_c = self._sum / self.n
+        cov = (self._outer - self.n * torch.outer(mean_c, mean_c)) / (self.n - 1)
+        cov = (cov + cov.T) / 2  # exact symmetry for the solvers
+        feats = torch.cat(self._kept).numpy() if self._kept is not None else None
+        return Stats((self._shift + mean_c).cpu().numpy(), cov.cpu().numpy(), self.n, feats)
+
+
+def features_to_stats(batches: Iterable[torch.Tensor | np.ndarray] | torch.Tensor | np.ndarray) -> Stats:
+    """Stats of a (N, d) array or of an iterable of (B, d) batches (same result either way)."""
+    acc = StatsAccumulator()
+    if isinstance(batches, (torch.Tensor, np.ndarray)):
+        batches = [batches]
+    for b in batches:
+        acc.update(b)
+    return acc.result()
+
+
+# -- Tr sqrt(S1 S2), written once for numpy and torch (their linalg APIs agree here) -------------
+
+def _sum_sqrt(xp: Any, w) -> float:
+    """Eigenvalues below the rank tolerance (n eps max) are rounding noise of exact zeros."""
+    if len(w) == 0:
+        return 0.0
+    tol = len(w) * np.finfo(np.float64).eps * float(abs(w).max())
+    return float(xp.sqrt(w[w > tol]).sum())
+
+
+def _eig_form(xp: Any, s1, s2) -> float:
+    w, v = xp.linalg.eigh(s1)
+    keep = w > len(w) * np.finfo(np.float64).eps * float(abs(w).max())
+    wv = v[:, keep] * xp.sqrt(w[keep])  # W with W W^T = S1; W^T S2 W ~ sqrt(S1) S2 sqrt(S1)
+    return _sum_sqrt(xp, xp.linalg.eigvalsh(wv.T @ s2 @ wv))
+
+
+def _cholesky(xp: Any, s):
+    if xp is torch:
+        L, info = torch.linalg.cholesky_ex(s)
+        return L if int(info) == 0 else None
+    try:
+        return np.linalg.cholesky(s)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _product(xp: Any, s1, s2, method: str = "auto") -> float:
+    L = _cholesky(xp, s1) if method == "auto" else None
+    if L is None:
+        return _eig_form(xp, s1, s2)
+    c = L.T @ s2 @ L
+    return _sum_sqrt(xp, xp.linalg.eigvalsh((c + c.T) / 2))
+
+
+def _lowrank(xp: Any, a, s2) -> float:
+    c = a @ s2 @ a.T
+    return _sum_sqrt(xp, xp.linalg.eigvalsh((c + c.T) / 2))
+
+
+def _cross(xp: Any, a, b) -> float:
+    m = a @ b.T
+    return _sum_sqrt(xp, xp.linalg.eigvalsh(m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m))
+
+
+def _resolve(impl: str) -> str:
+    global _warned
+    if impl not in IMPLS:
+        raise FastganError(f"unknown trace-sqrt impl '{impl}': choose one of {', '.join(IMPLS)}")
+    if impl == "native" and _native is None:
+        raise FastganError("the native FID extension is not built: install LAPACK (apt-get install libopenblas-dev) "
+                           "and reinstall fastgan, or use impl='numpy'")
+    if impl != "auto":
+        return impl
+    if torch.cuda.is_available():
+        return "torch"
+    if _native is not None:
+        return "native"
+    if not _warned:
+        _warned = True
+        warnings.warn("fastgan: the native FID extension is not built (no LAPACK at install time); using numpy, "
+                      "which is slower. Install libopenblas-dev and reinstall fastgan to build it.", stacklevel=3)
+    return "numpy"
+
+
+def _run(impl: str, form: str, *args: np.ndarray, method: str = "auto") -> float:
+    impl = _resolve(impl)
+    if impl == "native":
+        fn = {"product": _native.trace_sqrt_product, "lowrank": _native.trace_sqrt_lowrank,
+              "cross": _native.trace_sqrt_cross}[form]
+        return float(fn(*args, method) if form == "product" else fn(*args))
+    if impl == "torch":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        args = tuple(torch.as_tensor(a, dtype=torch.float64, device=dev) for a in args)
+        xp = torch
+    else:
+        xp = np
+    fn = {"product": _product, "lowrank": _lowrank, "cross": _cross}[form]
+    return fn(xp, *args, method) if form == "product" else fn(xp, *args)
+
+
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, impl: str = "auto", method: str = "auto") -> float:
+    """Tr sqrt(S1 S2) of two covariances. ``method="eig"`` skips the Cholesky attempt."""
+    return _run(impl, "product", np.asarray(s1, np.float64), np.asarray(s2, np.float64), method=method)
+
+
+def trace_sqrt(s1: Stats, s2: Stats, impl: str = "auto") -> float:
+    """Tr sqrt(S1 S2), in the n x n form when a side kept its features (n <= d)."""
+    a, b = s1.centered(), s2.centered()
+    if a is not None and b is not None:
+        return _run(impl, "cross", a, b)
+    if a is not None:
+        return _run(impl, "lowrank", a, s2.sigma)
+    if b is not None:  # Tr sqrt(S1 S2) = Tr sqrt(S2 S1)
+        return _run(impl, "lowrank", b, s1.sigma)
+    return trace_sqrt_product(s1.sigma, s2.sigma, impl)
+
+
+def stats_to_fid(s1: Stats, s2: Stats, impl: str = "auto") -> float:
+    if s1.dim != s2.dim:
+        raise FastganError(
+            f"the two statistics have different feature sizes ({s1.dim} vs {s2.dim}): compute both with the same "
+            "network and layer"
+        )
+    diff = s1.mu - s2.mu
+    value = float(diff @ diff + np.trace(s1.sigma) + np.trace(s2.sigma) - 2.0 * trace_sqrt(s1, s2, impl))
+    return max(value, 0.0)  # a true distance; only rounding could push it below 0
+
+
+def native_available() -> bool:
+    return _native is not None
+
+
+# -- pytorch-fid compatible .npz files (mu, sigma; fastgan adds n and, when n <= d, the features) --
+
+def save_stats(path: str | Path, stats: Stats) -> None:
+    arrays: dict[str, Any] = {"mu": stats.mu, "sigma": stats.sigma, "n": np.int64(stats.n)}
+    if stats.features is not None:
+        arrays["features"] = stats.features
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load_stats(path: str | Path) -> Stats:
+    p = Path(path)
+    try:
+        z = np.load(p)
+    except (OSError, ValueError) as e:
+        raise FastganError(f"{p} is not a readable .npz file ({e})") from None
+    with z:
+        if "mu" not in z.files or "sigma" not in z.files:
+            raise FastganError(
+                f"{p} has no 'mu' and 'sigma' arrays (it holds {', '.join(z.files) or 'nothing'}): not an FID "
+                "statistics file; write one with `fastgan fid SOURCE --save-stats PATH` or pytorch-fid --save-stats"
+            )
+        mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
+        n = int(z["n"]) if "n" in z.files else 0
+        feats = np.asarray(z["features"], np.float64) if "features" in z.files else None
+    d = mu.shape[0] if mu.ndim == 1 else -1
+    if d < 1 or sigma.shape != (d, d) or (feats is not None and feats.shape != (n, d)):
+        raise FastganError(f"{p} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}: expected (d,) and (d, d)")
+    return Stats(mu, sigma, n, feats)

@@ -1,0 +1,318 @@
+"""The FID Inception v3: TensorFlow's 2015-12-05 graph as pytorch-fid ports it.
+
+Layer names match pytorch-fid's ``fid_inception_v3()`` state dict, so its weights file
+``pt_inception-2015-12-05-6726825d.pth`` (or the same tensors as ``.npz``) loads as is.
+The FID variant differs from torchvision's Inception: average pools exclude padding,
+and the last block max-pools its pool branch. Input: float images in [-1, 1] at any
+size; they are resized to 299x299 bilinearly (align_corners=False, no antialias), as
+pytorch-fid does. Grey images are repeated to 3 channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgan.errors import FastganError
+
+PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
+PTH_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+PTH_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PTH_NAME
+NPZ_NAME = "pt_inception-2015-12-05-nofc.npz"  # the same tensors without fc (FID only, no Inception Score)
+NPZ_SHA256 = "1afe12662295ad3d7fded1882e544c9d612201ca71893499945b794f91976bb1"
+KNOWN_WEIGHTS = {PTH_SHA256: PTH_NAME, NPZ_SHA256: NPZ_NAME}
+INPUT_SIZE = 299
+RESIZE = "bilinear 299x299, align_corners=False, no antialias (pytorch-fid)"
+DIMS = (64, 192, 768, 2048)  # pytorch-fid's output blocks: maxpool1, maxpool2, pre-aux (Mixed_6e), pool3
+
+
+class BasicConv2d(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel_size, stride=1, padding=0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _avg3(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)  # TF excludes the padding
+
+
+class InceptionA(nn.Module):
+    def __init__(self, cin: int, pool_features: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64, 1)
+        self.branch5x5_1 = BasicConv2d(cin, 48, 1)
+        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
+        self.branch_pool = BasicConv2d(cin, pool_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([
+            self.branch1x1(x),
+            self.branch5x5_2(self.branch5x5_1(x)),
+            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+            self.branch_pool(_avg3(x)),
+        ], 1)
+
+
+class InceptionB(nn.Module):
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([
+            self.branch3x3(x),
+            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+            F.max_pool2d(x, 3, stride=2),
+        ], 1)
+
+
+class InceptionC(nn.Module):
+    def __init__(self, cin: int, c7: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dbl = self.branch7x7dbl_1(x)
+        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+            dbl = layer(dbl)
+        return torch.cat([
+            self.branch1x1(x),
+            self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
+            dbl,
+            self.branch_pool(_avg3(x)),
+        ], 1)
+
+
+class InceptionD(nn.Module):
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, F.max_pool2d(x, 3, stride=2)], 1)
+
+
+class InceptionE(nn.Module):
+    def __init__(self, cin: int, pool: str) -> None:
+        super().__init__()
+        self.pool = pool  # "avg" in Mixed_7b; "max" in Mixed_7c (a quirk of the TF graph FID is defined on)
+        self.branch1x1 = BasicConv2d(cin, 320, 1)
+        self.branch3x3_1 = BasicConv2d(cin, 384, 1)
+        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3_1(x)
+        dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        pooled = _avg3(x) if self.pool == "avg" else F.max_pool2d(x, 3, stride=1, padding=1)
+        return torch.cat([
+            self.branch1x1(x),
+            self.branch3x3_2a(b3), self.branch3x3_2b(b3),
+            self.branch3x3dbl_3a(dbl), self.branch3x3dbl_3b(dbl),
+            self.branch_pool(pooled),
+        ], 1)
+
+
+class FIDInception(nn.Module):
+    """Features (B, dim) of images in [-1, 1]; ``logits=True`` adds the 1008-way logits without bias
+    (torch-fidelity's ``logits_unbiased``, the Inception Score input) when the weights have ``fc``."""
+
+    def __init__(self, dim: int = 2048) -> None:
+        super().__init__()
+        if dim not in DIMS:
+            raise FastganError(f"Inception feature size {dim} does not exist: choose one of {', '.join(map(str, DIMS))}")
+        self.dim = dim
+        self.weights_sha256 = ""
+        self.weights_file = ""
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
+        self.Mixed_5b = InceptionA(192, 32)
+        self.Mixed_5c = InceptionA(256, 64)
+        self.Mixed_5d = InceptionA(288, 64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b = InceptionC(768, 128)
+        self.Mixed_6c = InceptionC(768, 160)
+        self.Mixed_6d = InceptionC(768, 160)
+        self.Mixed_6e = InceptionC(768, 192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b = InceptionE(1280, "avg")
+        self.Mixed_7c = InceptionE(2048, "max")
+        self.fc: nn.Linear | None = nn.Linear(2048, 1008)
+
+    @property
+    def has_fc(self) -> bool:
+        return self.fc is not None
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, 3, stride=2)
+        if self.dim == 64:
+            return x
+        x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
+        if self.dim == 192:
+            return x
+        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e"):
+            x = getattr(self, f"Mixed_{name}")(x)
+        if self.dim == 768:
+            return x
+        return self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
+
+    def forward(self, x: torch.Tensor, logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU (oneDNN) and GPU
+        if logits and self.dim != 2048:
+            raise FastganError("Inception logits need the 2048-d pool3 features: use dim 2048")
+        if logits and self.fc is None:
+            raise FastganError(
+                f"the Inception weights {self.weights_file or '(in use)'} have no fc layer, so no Inception Score: "
+                f"get pytorch-fid's {PTH_NAME} (pass --weights PATH or see `fastgan fid --help`)"
+            )
+        feats = self._trunk(x).mean((2, 3))
+        return feats, (feats @ self.fc.weight.T if logits else None)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a process hashes it once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def cache_dir() -> Path:
+    """$FASTGAN_CACHE, else $XDG_CACHE_HOME/fastgan, else ~/.cache/fastgan."""
+    if os.environ.get("FASTGAN_CACHE"):
+        return Path(os.environ["FASTGAN_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastgan"
+
+
+def weight_candidates() -> list[Path]:
+    """Where the weights are looked for, in order (pytorch-fid's own download cache last)."""
+    dirs = []
+    if os.environ.get("FASTGAN_DATA"):
+        dirs.append(Path(os.environ["FASTGAN_DATA"]).expanduser() / "inception")
+    dirs.append(cache_dir() / "inception")
+    out = [d / name for d in dirs for name in (PTH_NAME, NPZ_NAME)]
+    torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
+    return out + [torch_home / "hub" / "checkpoints" / PTH_NAME]
+
+
+def _download(dest: Path) -> bool:
+    """Fetch pytorch-fid's weights into ``dest`` (checksum verified); False when offline."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
+    print(f"downloading the FID Inception weights from {PTH_URL}", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(PTH_URL, timeout=30) as r, open(tmp, "wb") as f:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                f.write(chunk)
+    except OSError as e:
+        print(f"download failed ({e})", file=sys.stderr)
+        tmp.unlink(missing_ok=True)
+        return False
+    if sha256_of(tmp) != PTH_SHA256:
+        tmp.unlink()
+        raise FastganError(f"the download from {PTH_URL} has the wrong sha256: try again later or fetch it by hand")
+    tmp.replace(dest)
+    return True
+
+
+def find_weights(path: str | Path | None = None, download: bool = True) -> Path:
+    """The weights file: ``path``, else the first of ``weight_candidates()``, else a download."""
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FastganError(f"Inception weights file {p} does not exist: pass the path of {PTH_NAME} (or {NPZ_NAME})")
+        return p
+    for p in weight_candidates():
+        if p.is_file():
+            return p
+    dest = cache_dir() / "inception" / PTH_NAME
+    if download and _download(dest):
+        return dest
+    raise FastganError(
+        f"FID Inception weights not found: put {PTH_NAME} (from {PTH_URL}) in {dest.parent}, "
+        "or pass --weights PATH / set FASTGAN_DATA"
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {k: torch.from_numpy(z[k]) for k in z.files}
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_inception(path: str | Path | None = None, dim: int = 2048, device: torch.device | str = "cpu",
+                   download: bool = True) -> FIDInception:
+    """The FID Inception in eval mode with checked weights (sha256 must be a known file)."""
+    p = find_weights(path, download)
+    digest = sha256_of(p)
+    if digest not in KNOWN_WEIGHTS:
+        raise FastganError(
+            f"{p} has sha256 {digest[:16]}..., not pytorch-fid's {PTH_NAME} ({PTH_SHA256[:16]}...) nor {NPZ_NAME}: "
+            f"the file is damaged or a different network; download it again from {PTH_URL}"
+        )
+    with torch.device("meta"):  # no random init: it would cost time and move the global RNG
+        net = FIDInception(dim)
+    sd = _read_state_dict(p)
+    if "fc.weight" not in sd:
+        net.fc = None
+    try:
+        net.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        raise FastganError(f"{p} does not hold FID Inception weights ({str(e).splitlines()[0]})") from None
+    net.weights_sha256, net.weights_file = digest, p.name
+    return net.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
