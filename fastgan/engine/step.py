@@ -1,5 +1,9 @@
 """The training step: ``d_step`` and ``g_step``, plain PyTorch (the reference path).
 
+The loss math lives in ``d_losses``/``g_losses``, shared with the fast paths
+(``fastgan.engine.fast``), which differ only in how they run it (compiled modules,
+autocast, a gradient scaler, one CUDA graph) and in how they apply the update.
+
 Static shapes and no host syncs: losses and statistics come back as detached
 device tensors and the loop reads them every ``log_every`` steps, so the same
 functions can later run compiled or inside a captured CUDA graph.
@@ -8,6 +12,7 @@ functions can later run compiled or inside a captured CUDA graph.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -65,11 +70,16 @@ def _with_noise(x: Tensor, std: Tensor | None) -> Tensor:
     return x if std is None else x + std * torch.randn_like(x)
 
 
-def d_step(
-    state: TrainState, spec: StepSpec, real: Tensor, labels: Tensor | None, noise_std: Tensor | None = None
-) -> dict[str, Tensor]:
-    """One discriminator (critic) update on a real batch and a fresh fake batch."""
-    G, D = state.G, state.D
+def d_losses(
+    G: Callable, D: Callable, spec: StepSpec, real: Tensor, labels: Tensor | None, noise_std: Tensor | None = None,
+    critic: Callable | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """D's loss on a real batch and a fresh fake batch, and its detached statistics.
+
+    ``critic`` is the module the gradient penalty differentiates twice (default ``D``):
+    a compiled D passes its uncompiled original here, since compiled double backward
+    is unsupported.
+    """
     d_loss_fn, _ = LOSSES[spec.loss]
     y_real = labels if spec.num_classes else None
     z, y_fake = sample_latents(spec, real.shape[0], real.device)
@@ -80,18 +90,16 @@ def d_step(
     loss = d_loss_fn(real_logit.float(), fake_logit.float(), spec.smoothing)
     out: dict[str, Tensor] = {}
     if spec.loss == "wgan-gp":
+        gp_critic = critic or D
         eps = torch.rand(real.shape[0], device=real.device)
         x_hat = interpolate(real, fake, eps)
-        gp = gradient_penalty_ref(lambda x: D(x, y_real)[0], x_hat, spec.gp_weight)
+        gp = gradient_penalty_ref(lambda x: gp_critic(x, y_real)[0], x_hat, spec.gp_weight)
         loss = loss + gp
         out["gp"] = gp.detach()
     if spec.acgan:
         loss = loss + spec.aux_weight * (acgan_aux_loss(real_aux, y_real) + acgan_aux_loss(fake_aux, y_fake))
         out["aux_acc_real"] = (real_aux.argmax(1) == y_real).float().mean()
         out["aux_acc_fake"] = (fake_aux.argmax(1) == y_fake).float().mean()
-    state.opt_d.zero_grad(set_to_none=True)
-    loss.backward()
-    state.opt_d.step()
     rl, fl = real_logit.detach().float(), fake_logit.detach().float()
     prob = spec.loss == "ns"  # D(x) as a probability where D is a classifier, raw critic value otherwise
     out.update(
@@ -101,12 +109,11 @@ def d_step(
         acc_real=(rl > 0).float().mean(),
         acc_fake=(fl < 0).float().mean(),
     )
-    return out
+    return loss, out
 
 
-def g_step(state: TrainState, spec: StepSpec, device: torch.device) -> dict[str, Tensor]:
-    """One generator update; only G's parameters receive gradients."""
-    G, D = state.G, state.D
+def g_losses(G: Callable, D: Callable, spec: StepSpec, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
+    """G's loss on a fresh fake batch, and its detached value."""
     _, g_loss_fn = LOSSES[spec.loss]
     z, y = sample_latents(spec, spec.batch_size, device)
     fake = G(z, y)
@@ -114,7 +121,24 @@ def g_step(state: TrainState, spec: StepSpec, device: torch.device) -> dict[str,
     loss = g_loss_fn(logit.float())
     if spec.acgan:
         loss = loss + spec.aux_weight * acgan_aux_loss(aux, y)
+    return loss, {"g_loss": loss.detach()}
+
+
+def d_step(
+    state: TrainState, spec: StepSpec, real: Tensor, labels: Tensor | None, noise_std: Tensor | None = None
+) -> dict[str, Tensor]:
+    """One discriminator (critic) update on a real batch and a fresh fake batch."""
+    loss, out = d_losses(state.G, state.D, spec, real, labels, noise_std)
+    state.opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    state.opt_d.step()
+    return out
+
+
+def g_step(state: TrainState, spec: StepSpec, device: torch.device) -> dict[str, Tensor]:
+    """One generator update; only G's parameters receive gradients."""
+    loss, out = g_losses(state.G, state.D, spec, device)
     state.opt_g.zero_grad(set_to_none=True)
-    loss.backward(inputs=list(G.parameters()))
+    loss.backward(inputs=list(state.G.parameters()))
     state.opt_g.step()
-    return {"g_loss": loss.detach()}
+    return out
