@@ -95,6 +95,10 @@ class EvalConfig:
     metric: str = "fid"  # the metric that picks best.pt; lower is better
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never stop early
     batch_size: int = 250  # batch size of the feature network (results do not depend on it)
+    inception: bool = True  # Inception FID (the reference metric; ~6 GFLOP per image, slow on CPU); false = classifier only
+    weights: str = ""  # FID Inception weights; "" = $FASTGAN_DATA/inception, the cache, or pytorch-fid's download
+    classifier: str = ""  # domain classifier (`fastgan classifier train`); "" = the cached one for the dataset, if any
+    reference: int = 0  # real training images behind the reference statistics (cached on disk); 0 = all
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,10 @@ RESUMABLE_CHANGES = frozenset(
         "eval.samples",
         "eval.patience",
         "eval.batch_size",
+        "eval.inception",
+        "eval.weights",
+        "eval.classifier",
+        "eval.reference",
         "preset",
     }
 )
