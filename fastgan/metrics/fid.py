@@ -153,7 +153,7 @@ def _cross(xp: Any, a, b) -> float:
     return _sum_sqrt(xp, xp.linalg.eigvalsh(m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m))
 
 
-def _resolve(impl: str) -> str:
+def resolve_impl(impl: str) -> str:
     global _warned
     if impl not in IMPLS:
         raise FastganError(f"unknown trace-sqrt impl '{impl}': choose one of {', '.join(IMPLS)}")
@@ -174,7 +174,7 @@ def _resolve(impl: str) -> str:
 
 
 def _run(impl: str, form: str, *args: np.ndarray, method: str = "auto") -> float:
-    impl = _resolve(impl)
+    impl = resolve_impl(impl)
     if impl == "native":
         fn = {"product": _native.trace_sqrt_product, "lowrank": _native.trace_sqrt_lowrank,
               "cross": _native.trace_sqrt_cross}[form]

@@ -184,6 +184,16 @@ class FIDInception(nn.Module):
     def has_fc(self) -> bool:
         return self.fc is not None
 
+    def require_logits(self) -> None:
+        """Raise the one-line user error when these weights cannot give the Inception Score."""
+        if self.dim != 2048:
+            raise FastganError("the Inception Score needs the 2048-d pool3 layer: drop --dims")
+        if self.fc is None:
+            raise FastganError(
+                f"the Inception weights {self.weights_file or '(in use)'} have no fc layer, so no Inception Score: "
+                f"get pytorch-fid's {PTH_NAME} (pass --weights PATH or see `fastgan fid --help`)"
+            )
+
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
@@ -204,13 +214,8 @@ class FIDInception(nn.Module):
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
         x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU (oneDNN) and GPU
-        if logits and self.dim != 2048:
-            raise FastganError("Inception logits need the 2048-d pool3 features: use dim 2048")
-        if logits and self.fc is None:
-            raise FastganError(
-                f"the Inception weights {self.weights_file or '(in use)'} have no fc layer, so no Inception Score: "
-                f"get pytorch-fid's {PTH_NAME} (pass --weights PATH or see `fastgan fid --help`)"
-            )
+        if logits:
+            self.require_logits()
         feats = self._trunk(x).mean((2, 3))
         return feats, (feats @ self.fc.weight.T if logits else None)
 

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from fastgan.config import DataConfig, EvalConfig
+from fastgan.data import SOURCES, load_dataset
+from fastgan.engine.loop import resolve_device
+from fastgan.errors import ConfigError
+from fastgan.metrics.classifier import ClassifierConfig, default_path, save_classifier, train_classifier
+
+_C = ClassifierConfig()
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "classifier",
+        help="train a domain classifier (classifier-FID, classifier-IS, label accuracy)",
+        description="A small CNN per dataset. Once trained, the in-training evaluator (eval.every) adds its "
+        "metrics: classifier_fid (penultimate features), classifier_is, and for conditional models the "
+        "accuracy on samples generated for each label.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n  fastgan classifier train --data mnist\n"
+        "  fastgan classifier eval runs/mnist-cdcgan/checkpoints/step-0010000.pt --samples 5000",
+    )
+    s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = s.add_parser("train", help="train and save a classifier for a dataset")
+    t.add_argument("--data", required=True, help=f"dataset: {', '.join(sorted(SOURCES))}")
+    t.add_argument("--root", default="", help="dataset folder (default: $FASTGAN_DATA/<dataset>)")
+    t.add_argument("--out", help="where to save it (default: the cache, where training finds it)")
+    t.add_argument("--epochs", type=int, default=_C.epochs, help=f"passes over the train split (default {_C.epochs})")
+    t.add_argument("--batch-size", type=int, default=_C.batch_size, help=f"default {_C.batch_size}")
+    t.add_argument("--lr", type=float, default=_C.lr, help=f"Adam peak learning rate (default {_C.lr})")
+    t.add_argument("--seed", type=int, default=_C.seed, help=f"default {_C.seed}")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(run=run_train)
+    e = s.add_parser("eval", help="classifier metrics of a checkpoint's samples")
+    e.add_argument("checkpoint", help="a checkpoint written by fastgan train")
+    e.add_argument("--classifier", default="", help="classifier file (default: the cached one for the dataset)")
+    e.add_argument("--samples", type=int, default=EvalConfig.samples, help=f"default {EvalConfig.samples}")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    e.set_defaults(run=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
+        raise ConfigError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    cfg = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    data = DataConfig(dataset=args.data, root=args.root)
+    model, report = train_classifier(data, cfg, resolve_device(args.device), quiet=args.quiet)
+    out = Path(args.out) if args.out else default_path(report["dataset"])
+    save_classifier(model, out)
+    print(json.dumps({**report, "path": str(out)}))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from fastgan.commands.sample import load_generator
+    from fastgan.metrics.training import make_evaluator
+
+    device = resolve_device(args.device)
+    G, cfg, _ = load_generator(args.checkpoint, device)
+    cfg = replace(cfg, eval=replace(cfg.eval, inception=False, samples=args.samples, classifier=args.classifier))
+    ds = load_dataset(cfg.data)
+    print(f"classifier metrics on {args.samples} samples of {args.checkpoint}", file=sys.stderr)
+    print(json.dumps(make_evaluator(cfg, ds, device)(G)))
+    return 0

@@ -1,0 +1,123 @@
+"""What ``fastgan fid`` measures: an image folder, a .npz stats file, a dataset split
+(``mnist:test``) or a checkpoint (N generated samples). Image sources yield uint8
+(B, C, H, W) batches and describe themselves for the JSON protocol."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from fastgan.config import DataConfig
+from fastgan.data import SOURCES, load_dataset
+from fastgan.errors import FastganError
+from fastgan.metrics.features import quantize
+
+CHECKPOINT_SAMPLES = 10000  # generated images when --samples is not given (FID depends on it: it is reported)
+IMAGE_EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}  # pytorch-fid's
+
+
+@dataclass
+class Source:
+    kind: str  # folder | stats | dataset | checkpoint
+    spec: str
+    count: int = 0
+    batches: Callable[[int], Iterator[torch.Tensor]] | None = None  # batch_size -> uint8 batches
+    stats_path: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.spec, "kind": self.kind, "count": self.count, **self.info}
+
+
+def _folder(path: Path, limit: int) -> Source:
+    from PIL import Image
+
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if limit:
+        files = files[:limit]
+    if len(files) < 2:
+        raise FastganError(f"image folder {path} holds {len(files)} images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                           "FID needs at least 2")
+    sizes = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                sizes.append(im.size)
+        except OSError as e:
+            raise FastganError(f"{f} is not a readable image ({e}): remove it or replace it") from None
+    by_size = Counter(sizes)
+    info: dict[str, Any] = {}
+    if len(by_size) > 1:
+        (w, h), n = by_size.most_common(1)[0]
+        info["mixed_sizes"] = {f"{a}x{b}": c for (a, b), c in by_size.most_common()}
+        print(f"note: {path} holds images of {len(by_size)} sizes ({len(files) - n} are not {w}x{h}); each is "
+              "resized to the network's input on its own, as pytorch-fid does one image at a time", file=sys.stderr)
+    order = sorted(range(len(files)), key=lambda i: sizes[i])  # same-size runs batch together
+
+    def batches(bs: int) -> Iterator[torch.Tensor]:
+        run: list[np.ndarray] = []
+        for j, i in enumerate(order):
+            with Image.open(files[i]) as im:
+                run.append(np.asarray(im.convert("RGB")))
+            last = j + 1 == len(order) or sizes[order[j + 1]] != sizes[i]
+            if len(run) == bs or last:
+                yield torch.from_numpy(np.stack(run)).permute(0, 3, 1, 2).contiguous()
+                run = []
+
+    return Source("folder", str(path), len(files), batches, info=info)
+
+
+def _dataset(spec: str, limit: int) -> Source:
+    name, split = spec.split(":", 1)
+    ds = load_dataset(DataConfig(dataset=name, split=split))
+    images = ds.images[:limit] if limit else ds.images
+    if len(images) < 2:
+        raise FastganError(f"{spec} has {len(images)} images; FID needs at least 2")
+    return Source("dataset", spec, len(images), lambda bs: iter(images.split(bs)),
+                  info={"resolution": ds.resolution, "first": len(images)})
+
+
+def _checkpoint(path: Path, n: int, seed: int, device: torch.device) -> Source:
+    from fastgan.commands.sample import load_generator
+
+    G, cfg, ckpt = load_generator(path, device)
+    k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, cfg.model.z_dim, generator=gen)
+    y = torch.arange(n) % k if k else None
+
+    @torch.no_grad()
+    def batches(bs: int) -> Iterator[torch.Tensor]:
+        for i in range(0, n, bs):
+            yb = None if y is None else y[i : i + bs].to(device)
+            yield quantize(G(z[i : i + bs].to(device), yb)).cpu()
+
+    return Source("checkpoint", str(path), n, batches,
+                  info={"step": ckpt["step"], "seed": seed, "labels": "balanced" if k else "none",
+                        "resolution": cfg.model.resolution, "quantized": "uint8"})
+
+
+def open_source(spec: str, samples: int, seed: int, device: torch.device) -> Source:
+    """``samples``: the first N images of a folder or dataset (0 = all), or N generated from a checkpoint
+    (0 = CHECKPOINT_SAMPLES)."""
+    p = Path(spec)
+    if p.suffix.lower() == ".npz":
+        if not p.is_file():
+            raise FastganError(f"stats file {p} does not exist")
+        return Source("stats", spec, stats_path=p)
+    if p.is_dir():
+        return _folder(p, samples)
+    if p.is_file() and p.suffix.lower() in (".pt", ".pth"):
+        return _checkpoint(p, samples or CHECKPOINT_SAMPLES, seed, device)
+    if ":" in spec and spec.split(":", 1)[0] in SOURCES:
+        return _dataset(spec, samples)
+    raise FastganError(
+        f"'{spec}' is not an image folder, a .npz stats file, a checkpoint (.pt) or a dataset split like mnist:test "
+        f"(datasets: {', '.join(sorted(SOURCES))})"
+    )
