@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,6 +19,7 @@ class ImageDataset:
     num_classes: int = 0
     class_names: list[str] = field(default_factory=list)
     name: str = ""
+    origin: Any = None  # decoded sources: the ItemSource the images came from, in row order (the dali loader reads it)
 
     def __post_init__(self) -> None:
         x, y = self.images, self.labels
@@ -60,3 +62,10 @@ def data_home() -> Path:
 
 def resolve_root(root: str, folder: str) -> Path:
     return Path(root).expanduser() if root else data_home() / folder
+
+
+def cache_home(cache_dir: str = "") -> Path:
+    """Where decoded caches live: ``data.cache_dir``, else $FASTGAN_CACHE, else ~/.cache/fastgan."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("FASTGAN_CACHE") or Path.home() / ".cache" / "fastgan")

@@ -1,0 +1,217 @@
+"""Prepared datasets: decode, crop and resize once into a memory-mappable uint8 .npy, labels and a manifest.
+
+Layout of a prepared folder: ``images.npy`` (N, C, R, R) uint8, ``labels.npy`` (N,) int64 when labelled, and
+``manifest.json`` (source, resolution, count, skipped images, the source's fingerprint, the images' sha256).
+The manifest is written last and removed first, so a half-written folder never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fastgan.config import DataConfig
+from fastgan.data.base import ImageDataset, cache_home
+from fastgan.data.items import ItemSource, decode_image
+from fastgan.errors import DataError
+
+FORMAT = "fastgan-prepared/1"
+CHUNK = 64  # images per worker task: large enough to amortise the pipe, small enough for a smooth progress bar
+SHOWN_SKIPS = 20  # skipped images named in the manifest (all are counted)
+
+
+class _NpyWriter:
+    """An append-only .npy: the header is rewritten with the final count at the end (numpy pads it for that)."""
+
+    def __init__(self, path: Path, tail: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.tail, self.dtype = path, tail, np.dtype(dtype)
+        self.f = open(path, "wb")
+        self.n = 0
+        self.sha = hashlib.sha256()
+        self.header = self._header(0)
+
+    def _header(self, n: int) -> int:
+        self.f.seek(0)
+        np.lib.format.write_array_header_1_0(
+            self.f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (n, *self.tail)})
+        return self.f.tell()
+
+    def append(self, a: np.ndarray) -> None:
+        b = np.ascontiguousarray(a, dtype=self.dtype).tobytes()
+        self.f.write(b)
+        self.sha.update(b)
+        self.n += len(a)
+
+    def close(self) -> None:
+        if self._header(self.n) != self.header:  # numpy leaves room for 21 digits; this never triggers
+            raise DataError(f"could not finish {self.path}: the .npy header changed size")
+        self.f.close()
+
+
+# -- decoding in worker processes ------------------------------------------------------------------
+
+_JOB: tuple[ItemSource, int] | None = None  # set in each worker (inherited on fork, pickled once on spawn)
+
+
+def _init_worker(src: ItemSource, resolution: int) -> None:
+    global _JOB
+    _JOB = (src, resolution)
+    torch.set_num_threads(1)
+
+
+def _decode_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    src, r = _JOB
+    out, kept, bad = [], [], []
+    for i in range(*bounds):
+        try:
+            out.append(decode_image(src.items.read(i), r, src.crop))
+            kept.append(i)
+        except Exception as e:  # a damaged image is counted and skipped, whatever Pillow raises
+            bad.append((i, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    return (np.stack(out) if out else np.empty((0, 3, r, r), np.uint8)), kept, bad
+
+
+def _pool_map(fn, tasks: list, workers: int, init: tuple) -> Iterator:
+    if workers <= 1:
+        _init_worker(*init)
+        yield from map(fn, tasks)
+        return
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=init) as pool:
+        yield from pool.imap(fn, tasks)
+
+
+def _workers(n: int) -> int:
+    if n:
+        return n
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# -- writing and reading a prepared folder ---------------------------------------------------------
+
+def _write(out: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], shape: tuple[int, int, int],
+           labelled: bool, meta: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Stream ``chunks`` into ``out``; ``meta()`` is asked once they are consumed (it may count skips)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # from here on the folder is incomplete
+    imgs = _NpyWriter(out / "images.npy.part", shape, np.uint8)
+    labs = _NpyWriter(out / "labels.npy.part", (), np.int64) if labelled else None
+    try:
+        for x, y in chunks:
+            imgs.append(x)
+            if labs is not None:
+                labs.append(y)
+    finally:
+        imgs.close()
+        if labs is not None:
+            labs.close()
+    info = meta()
+    if imgs.n == 0:
+        imgs.path.unlink()
+        if labs is not None:
+            labs.path.unlink()
+        first = (info.get("skipped_items") or ["-"])[0]
+        raise DataError(f"none of the {info.get('skipped', 0)} images of '{info['source']}' could be decoded "
+                        f"(first: {first}): the files are damaged or not images")
+    os.replace(imgs.path, out / "images.npy")
+    if labs is not None:
+        os.replace(labs.path, out / "labels.npy")
+    else:
+        (out / "labels.npy").unlink(missing_ok=True)
+    manifest = {"format": FORMAT, **info, "resolution": shape[-1], "channels": shape[0], "count": imgs.n,
+                "labels": labelled, "sha256": imgs.sha.hexdigest()}
+    tmp = out / "manifest.json.part"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / "manifest.json")
+    return manifest
+
+
+def prepare_items(src: ItemSource, resolution: int, out: Path, workers: int = 0, quiet: bool = False,
+                  fingerprint: str | None = None) -> dict[str, Any]:
+    """Decode every item of ``src`` into ``out`` with worker processes; damaged images are skipped and counted."""
+    n = len(src.items)
+    fingerprint = fingerprint or src.items.fingerprint()
+    tasks = [(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
+    workers = min(_workers(workers), len(tasks))
+    if workers > 1 and hasattr(src.items, "close"):
+        src.items.close()  # open database handles must not cross a fork
+    skipped: list[tuple[int, str]] = []
+
+    def chunks():
+        with tqdm(total=n, desc=f"prepare {src.name}", unit="img", disable=quiet, file=sys.stderr,
+                  mininterval=0.5) as bar:
+            for x, kept, bad in _pool_map(_decode_range, tasks, workers, (src, resolution)):
+                skipped.extend(bad)
+                bar.update(len(kept) + len(bad))
+                yield x, (None if src.labels is None else src.labels[kept])
+
+    def meta():
+        named = [f"{src.items.describe(i)} ({msg})" for i, msg in sorted(skipped)[:SHOWN_SKIPS]]
+        return {"source": src.name, "params": {"crop": src.crop, **src.params}, "fingerprint": fingerprint,
+                "num_classes": len(src.class_names), "class_names": src.class_names, "skipped": len(skipped),
+                "skipped_items": named, "skipped_index": sorted(i for i, _ in skipped)}
+
+    manifest = _write(out, chunks(), (3, resolution, resolution), src.labels is not None, meta)
+    if skipped and not quiet:
+        print(f"warning: skipped {len(skipped)} unreadable image(s) of {n} (first: {manifest['skipped_items'][0]});"
+              f" {manifest['count']} kept in {out}", file=sys.stderr)
+    return manifest
+
+
+def prepare_arrays(name: str, batches: Iterable[tuple[np.ndarray, np.ndarray | None]], channels: int,
+                   resolution: int, out: Path, class_names: list[str], labelled: bool, params: dict[str, Any],
+                   fingerprint: str, quiet: bool = False, total: int | None = None) -> dict[str, Any]:
+    """Resize already-decoded uint8 batches (IDX, CIFAR, ImageNet npz) into ``out``."""
+    from fastgan.data.loader import resize_uint8  # the loaders' resizer, so both paths give the same pixels
+
+    def chunks():
+        with tqdm(total=total, desc=f"prepare {name}", unit="img", disable=quiet, file=sys.stderr,
+                  mininterval=0.5) as bar:
+            for x, y in batches:
+                for i in range(0, len(x), 4096):
+                    part = resize_uint8(torch.from_numpy(np.ascontiguousarray(x[i:i + 4096])), resolution).numpy()
+                    bar.update(len(part))
+                    yield part, (None if y is None else y[i:i + 4096])
+
+    meta = {"source": name, "params": params, "fingerprint": fingerprint, "num_classes": len(class_names),
+            "class_names": class_names, "skipped": 0, "skipped_items": [], "skipped_index": []}
+    return _write(out, chunks(), (channels, resolution, resolution), labelled, lambda: meta)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("format") == FORMAT else None
+
+
+def open_prepared(folder: Path, origin: ItemSource | None = None) -> ImageDataset:
+    """A prepared folder as an ImageDataset whose images are memory-mapped (pages load on first touch)."""
+    m = read_manifest(folder)
+    if m is None:
+        raise DataError(f"{folder} is not a prepared dataset (no complete manifest.json): run `fastgan data prepare "
+                        f"SOURCE --resolution R --out {folder}`")
+    shape = (m["count"], m["channels"], m["resolution"], m["resolution"])
+    try:
+        x = np.load(folder / "images.npy", mmap_mode="c")  # copy-on-write: writable for torch, never written back
+        y = np.load(folder / "labels.npy") if m["labels"] else None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{folder} is damaged ({e}): run `fastgan data prepare` again") from None
+    if x.shape != shape or x.dtype != np.uint8 or (y is not None and y.shape != (m["count"],)):
+        raise DataError(f"{folder}/images.npy holds {x.dtype} {x.shape}, the manifest says uint8 {shape}: the folder "
+                        "is damaged, run `fastgan data prepare` again")
+    if origin is not None and m["skipped_index"]:
+        origin = origin.subset(np.setdiff1d(np.arange(len(origin.items)), m["skipped_index"]))
+    return ImageDataset(torch.from_numpy(x), None if y is None else torch.from_numpy(y.astype(np.int64)),
+                        m["num_classes"], list(m["class_names"]), m["source"], origin)
