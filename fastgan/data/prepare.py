@@ -106,20 +106,23 @@ def _write(out: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], sh
     (out / "manifest.json").unlink(missing_ok=True)  # from here on the folder is incomplete
     imgs = _NpyWriter(out / "images.npy.part", shape, np.uint8)
     labs = _NpyWriter(out / "labels.npy.part", (), np.int64) if labelled else None
+    parts = [w for w in (imgs, labs) if w is not None]
     try:
         for x, y in chunks:
             imgs.append(x)
             if labs is not None:
                 labs.append(y)
-    finally:
-        imgs.close()
-        if labs is not None:
-            labs.close()
+    except BaseException:  # interrupted or failed: leave no half-written file behind
+        for w in parts:
+            w.f.close()
+            w.path.unlink()
+        raise
+    for w in parts:
+        w.close()
     info = meta()
     if imgs.n == 0:
-        imgs.path.unlink()
-        if labs is not None:
-            labs.path.unlink()
+        for w in parts:
+            w.path.unlink()
         first = (info.get("skipped_items") or ["-"])[0]
         raise DataError(f"none of the {info.get('skipped', 0)} images of '{info['source']}' could be decoded "
                         f"(first: {first}): the files are damaged or not images")
