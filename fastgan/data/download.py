@@ -98,7 +98,8 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = TIMEOUT_S, quiet: boo
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code != 416 or not have:  # 416: the part already holds every byte; check it below
-            raise DataError(f"{url} answered HTTP {e.code} ({e.reason}): download it by hand into {dest.parent}") from None
+            raise DataError(f"{url} answered HTTP {e.code} ({e.reason}): download it by hand into "
+                            f"{dest.parent}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise DataError(f"cannot reach {url} ({reason}): offline? download it by hand and put it in "

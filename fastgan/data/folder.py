@@ -24,7 +24,8 @@ def folder_source(cfg: DataConfig) -> ItemSource:
     root = _existing(Path(cfg.root).expanduser(), "folder", "point --set data.root=DIR at a folder of images")
     paths = list_images(root)
     if not paths:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}: point data.root at a folder of images")
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}: point data.root at a folder of "
+                        "images")
     labels, classes = None, []
     if cfg.class_folders:
         loose = [p for p in paths if len(Path(p).parts) == 1]
@@ -94,4 +95,5 @@ def celeba_source(cfg: DataConfig) -> ItemSource:
         labels = np.array([1 if table[n][col] > 0 else 0 for n in names], dtype=np.int64)
         classes = [f"not {cfg.attribute}", cfg.attribute]
         extra.append(attr_file)
-    return ItemSource("celeba", FileItems(img_dir, names, tuple(extra)), labels, classes, cfg.crop, {"split": cfg.split, "attribute": cfg.attribute})
+    return ItemSource("celeba", FileItems(img_dir, names, tuple(extra)), labels, classes, cfg.crop,
+                      {"split": cfg.split, "attribute": cfg.attribute})

@@ -124,9 +124,6 @@ class _Rows(torch.utils.data.Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray | None) -> None:
         self.images, self.labels = images, labels
 
-    def __len__(self) -> int:
-        return len(self.images)
-
     def __getitem__(self, d: Draw) -> tuple[torch.Tensor, torch.Tensor | None, Draw]:
         idx = d.idx.numpy()
         y = None if self.labels is None else torch.from_numpy(self.labels[idx])

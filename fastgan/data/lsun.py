@@ -25,7 +25,8 @@ def _lmdb():
     try:
         import lmdb
     except ImportError:
-        raise DataError("the LSUN source needs the lmdb package: pip install 'fastgan[lmdb]' (or pip install lmdb)") from None
+        raise DataError("the LSUN source needs the lmdb package: pip install 'fastgan[lmdb]' (or pip install "
+                        "lmdb)") from None
     return lmdb
 
 

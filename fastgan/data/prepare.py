@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastgan.config import DataConfig
-from fastgan.data.base import ImageDataset, cache_home
+from fastgan.data.base import ImageDataset
 from fastgan.data.items import ItemSource, decode_image
 from fastgan.errors import DataError
 
@@ -42,8 +41,8 @@ class _NpyWriter:
 
     def _header(self, n: int) -> int:
         self.f.seek(0)
-        np.lib.format.write_array_header_1_0(
-            self.f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (n, *self.tail)})
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        np.lib.format.write_array_header_1_0(self.f, {"descr": descr, "fortran_order": False, "shape": (n, *self.tail)})
         return self.f.tell()
 
     def append(self, a: np.ndarray) -> None:

@@ -77,8 +77,8 @@ def test_folder_of_only_damaged_images(fx, capsys, tmp_path):
 
 def test_training_on_a_folder_with_no_images(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
-    user_error(capsys, ["train", "--steps", 1, "--set", "data.dataset=folder", "--set", f"data.root={tmp_path / 'empty'}",
-                        "--set", "model.conditioning=none"], "no images")
+    user_error(capsys, ["train", "--steps", 1, "--set", "data.dataset=folder",
+                        "--set", f"data.root={tmp_path / 'empty'}", "--set", "model.conditioning=none"], "no images")
 
 
 def test_loose_image_with_class_folders(fx, capsys, tmp_path):
@@ -111,7 +111,8 @@ def test_imagenet_labels_out_of_range(capsys, tmp_path):
 
 
 def test_unknown_source_and_bad_options(capsys, tmp_path):
-    user_error(capsys, ["data", "prepare", "no-such-thing", "--resolution", 16, "--out", tmp_path], "neither a data source")
+    user_error(capsys, ["data", "prepare", "no-such-thing", "--resolution", 16, "--out", tmp_path],
+               "neither a data source")
     user_error(capsys, ["data", "prepare", "cifar10", "--resolution", 4, "--out", tmp_path], "too small")
     user_error(capsys, ["train", "--set", "data.loader=fast"], "choose one of auto, device, stream, dali")
     user_error(capsys, ["train", "--set", "data.crop=1.5"], "data.crop")

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -177,7 +176,8 @@ def test_cli_download_then_train_data_loads(server, fx, tmp_path, capsys, monkey
     assert ds.images.shape == (30, 1, 28, 28)
 
 
-@pytest.mark.parametrize("name,where", [("celeba", "mmlab.ie.cuhk.edu.hk"), ("lsun-church", "church_outdoor_train_lmdb"),
+@pytest.mark.parametrize("name,where", [("celeba", "mmlab.ie.cuhk.edu.hk"),
+                                        ("lsun-church", "church_outdoor_train_lmdb"),
                                         ("imagenet32", "image-net.org"), ("nope", "choose one of")])
 def test_datasets_without_a_direct_link_say_where_to_get_them(capsys, tmp_path, name, where):
     rc = main(["data", "download", name, "--root", str(tmp_path)])
