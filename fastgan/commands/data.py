@@ -66,8 +66,9 @@ def run_list(args: argparse.Namespace) -> int:
 
     for name in sorted(SOURCES):
         how = "download" if name in DOWNLOADS or name in ALIASES else ""
-        kind = "decoded, cached" if name in DECODED else ("bundled" if name == "digits" else "arrays")
-        print(f"{name:<22} {kind:<16} {how}")
+        kind = "decoded, cached" if name in DECODED else {"digits": "bundled", "prepared": "memory-mapped"}.get(
+            name, "arrays")
+        print(f"{name:<22} {kind:<16} {how}".rstrip())
     return 0
 
 

@@ -120,3 +120,12 @@ def test_prepare_writes_nothing_outside_out(fx, tmp_path, capsys):
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert rc == 0, err
     assert sorted(set(after) - set(before)) == [Path("o"), Path("o/images.npy"), Path("o/manifest.json")]
+
+
+def test_data_list_names_every_source(capsys):
+    from fastgan.data import SOURCES
+
+    rc, out, _ = run(capsys, "data", "list")
+    rows = {line.split()[0]: line for line in out.splitlines()}
+    assert rc == 0 and set(rows) == set(SOURCES)
+    assert rows["cifar10"].endswith("download") and "decoded, cached" in rows["celeba"]
