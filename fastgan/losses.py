@@ -44,10 +44,14 @@ LOSSES: dict[str, tuple[Callable[..., Tensor], Callable[[Tensor], Tensor]]] = {
 }
 
 
-def interpolate(real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
-    """x_hat = eps * real + (1 - eps) * fake with one eps per sample, shape (B,)."""
-    e = eps.view(-1, *([1] * (real.dim() - 1))).to(real.dtype)
-    return torch.lerp(fake, real, e)
+def interpolate(real: Tensor, fake: Tensor, eps: Tensor, impl: str = "torch") -> Tensor:
+    """x_hat = eps * real + (1 - eps) * fake with one eps per sample, shape (B,).
+
+    ``impl``: torch | triton | auto (``model.kernels``): see fastgan/kernels/gradient_penalty.py.
+    """
+    from fastgan.kernels import gradient_penalty as gpk  # lazy: importing Triton fixes its mode (kernels/runtime.py)
+
+    return gpk.interpolate(real, fake, eps, impl)
 
 
 def gradient_penalty_ref(critic: Callable[[Tensor], Tensor], x_hat: Tensor, weight: float) -> Tensor:
@@ -61,6 +65,21 @@ def gradient_penalty_ref(critic: Callable[[Tensor], Tensor], x_hat: Tensor, weig
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     norm = grad.float().flatten(1).norm(2, dim=1)
     return weight * (norm - 1.0).pow(2).mean()
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], x_hat: Tensor, weight: float, impl: str = "torch") -> Tensor:
+    """``gradient_penalty_ref`` with the norm penalty as a fused op where ``impl`` asks for one.
+
+    Same math and the same gradients into the critic's parameters (the input gradient keeps
+    ``create_graph=True``); ``impl``: torch | triton | auto (``model.kernels``), see
+    fastgan/kernels/gradient_penalty.py. The penalty itself is differentiable to first order only
+    on the Triton path, which is all the critic's update needs.
+    """
+    from fastgan.kernels.gradient_penalty import gradient_norm_penalty  # lazy, as in interpolate
+
+    x_hat = x_hat.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return gradient_norm_penalty(grad, weight, impl)
 
 
 def acgan_aux_loss(aux_logits: Tensor, labels: Tensor) -> Tensor:

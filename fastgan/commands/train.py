@@ -9,7 +9,7 @@ from fastgan.engine import checkpoint as ckpt_mod
 from fastgan.engine.loop import find_resume, train
 
 _SHORTCUTS = {"steps": "train.steps", "batch_size": "train.batch_size", "out": "train.out",
-              "device": "train.device", "seed": "train.seed"}
+              "device": "train.device", "seed": "train.seed", "kernels": "model.kernels"}
 
 
 def add_parser(sub) -> None:
@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="run folder (train.out)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--kernels", choices=("torch", "triton", "auto"),
+                   help="BatchNorm+activation and gradient-penalty kernels (model.kernels)")
     p.add_argument("--resume", metavar="auto|PATH", help="continue a run from its newest checkpoint or from PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

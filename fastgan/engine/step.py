@@ -18,7 +18,7 @@ import torch
 
 from fastgan.config import Config
 from fastgan.engine.state import TrainState
-from fastgan.losses import LOSSES, acgan_aux_loss, gradient_penalty_ref, interpolate
+from fastgan.losses import LOSSES, acgan_aux_loss, gradient_penalty, interpolate
 
 Tensor = torch.Tensor
 
@@ -38,6 +38,7 @@ class StepSpec:
     gp_weight: float
     aux_weight: float
     batch_size: int
+    kernels: str = "torch"  # model.kernels: gradient-penalty kernels, torch | triton | auto
 
     @classmethod
     def from_config(cls, cfg: Config) -> StepSpec:
@@ -51,6 +52,7 @@ class StepSpec:
             gp_weight=cfg.loss.gp_weight,
             aux_weight=cfg.loss.aux_weight,
             batch_size=cfg.train.batch_size,
+            kernels=m.kernels,
         )
 
     @property
@@ -92,8 +94,8 @@ def d_losses(
     if spec.loss == "wgan-gp":
         gp_critic = critic or D
         eps = torch.rand(real.shape[0], device=real.device)
-        x_hat = interpolate(real, fake, eps)
-        gp = gradient_penalty_ref(lambda x: gp_critic(x, y_real)[0], x_hat, spec.gp_weight)
+        x_hat = interpolate(real, fake, eps, impl=spec.kernels)
+        gp = gradient_penalty(lambda x: gp_critic(x, y_real)[0], x_hat, spec.gp_weight, impl=spec.kernels)
         loss = loss + gp
         out["gp"] = gp.detach()
     if spec.acgan:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgan.data.base import data_home
 from fastgan.errors import FastganError
 
 PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -244,11 +245,9 @@ def cache_dir() -> Path:
 
 
 def weight_candidates() -> list[Path]:
-    """Where the weights are looked for, in order (pytorch-fid's own download cache last)."""
-    dirs = []
-    if os.environ.get("FASTGAN_DATA"):
-        dirs.append(Path(os.environ["FASTGAN_DATA"]).expanduser() / "inception")
-    dirs.append(cache_dir() / "inception")
+    """Where the weights are looked for, in order: $FASTGAN_DATA/inception (else ./data/inception), the
+    cache, and pytorch-fid's own download cache."""
+    dirs = [data_home() / "inception", cache_dir() / "inception"]
     out = [d / name for d in dirs for name in (PTH_NAME, NPZ_NAME)]
     torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
     return out + [torch_home / "hub" / "checkpoints" / PTH_NAME]

@@ -45,6 +45,8 @@ def _stats_path(key_parts: list[str]) -> Path:
 
 def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> Callable[[torch.nn.Module], dict]:
     e, m = cfg.eval, cfg.model
+    if e.samples < SPLITS:
+        raise ConfigError(f"eval.samples is {e.samples}: use at least {SPLITS} (the Inception Score splits)")
     nets: dict[str, tuple[torch.nn.Module, bool]] = {}
     ids: dict[str, str] = {}
     if e.inception:
@@ -64,8 +66,6 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
                           f"'{dataset.name}': set eval.inception=true or run `fastgan classifier train --data "
                           f"{dataset.name}`")
 
-    if e.samples < SPLITS:
-        raise ConfigError(f"eval.samples is {e.samples}: use at least {SPLITS} (the Inception Score splits)")
     real = reference_images(cfg, dataset)
     content = hashlib.sha256(real.numpy().tobytes()).hexdigest()
     paths = {k: _stats_path([k, ids[k], content, str(len(real)), str(m.resolution)]) for k in nets}

@@ -6,13 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgan.errors import ConfigError
+
 
 class BatchNormAct(nn.BatchNorm2d):
     """BatchNorm2d followed by LeakyReLU (``negative_slope=0`` gives ReLU).
 
     One module for the pair, so a fused kernel can replace both at once and the
     state dict stays that of a plain ``BatchNorm2d`` (BN folding for export reads it).
-    ``impl`` selects the implementation: ``torch`` (reference) or a fused kernel.
+    ``impl`` selects the implementation: ``torch`` (``BatchNorm2d`` then the activation) or the fused
+    op of fastgan/kernels/bn_leaky_relu.py, ``triton`` or ``auto`` (Triton on CUDA, torch on the CPU).
     """
 
     def __init__(self, num_features: int, negative_slope: float = 0.0, impl: str = "torch") -> None:
@@ -21,10 +24,25 @@ class BatchNormAct(nn.BatchNorm2d):
         self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        if self.negative_slope == 0.0:
-            return F.relu(y)
-        return F.leaky_relu(y, self.negative_slope)
+        if self.impl == "torch":
+            y = super().forward(x)
+            if self.negative_slope == 0.0:
+                return F.relu(y)
+            return F.leaky_relu(y, self.negative_slope)
+        return self._fused(x)
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused op (fastgan/kernels/bn_leaky_relu.py) with BatchNorm2d's own bookkeeping."""
+        from fastgan.kernels.bn_leaky_relu import bn_leaky_relu  # lazy: importing Triton fixes its mode
+
+        self._check_input_dim(x)
+        if self.momentum is None:
+            raise ConfigError("BatchNormAct: momentum=None (cumulative average) needs model.kernels=torch")
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+        batch_stats = self.training or not self.track_running_stats
+        return bn_leaky_relu(x, self.weight, self.bias, self.running_mean, self.running_var, batch_stats,
+                             self.momentum, self.eps, self.negative_slope, impl=self.impl)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, negative_slope={self.negative_slope}, impl={self.impl}"

@@ -1,0 +1,73 @@
+"""Kernel tests: Triton's CPU interpreter without a GPU, the compiled kernels on a CUDA machine.
+
+Triton chooses interpreter or compiler once per process, when ``triton.language`` is first imported
+(see fastgan/kernels/runtime.py). So without CUDA this file, loaded while pytest collects this folder
+and before any test runs, sets TRITON_INTERPRET=1, imports triton.language and restores the variable at
+once; ``_interpret`` sets it again around each test of this folder only. Tests elsewhere never see the
+variable (nor do their subprocesses) and behave as if this file had not run: without the variable a CPU
+tensor asked for ``impl="triton"`` falls back to torch, loudly, as it would anyway. On a CUDA machine
+nothing is set and the same tests run the compiled kernels on the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+ON_GPU = torch.cuda.is_available()
+
+
+def _import_triton_interpreted() -> None:
+    prev = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    except ImportError:
+        pass  # the `device` fixture skips: the triton extra is optional
+    finally:
+        if prev is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = prev
+
+
+if not ON_GPU:
+    _import_triton_interpreted()
+
+
+@pytest.fixture(autouse=True)
+def _interpret(monkeypatch):
+    if not ON_GPU:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread, so OpenMP does not spin against a busy machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """Where the kernels run; a test needing them fails with the reason when they cannot run."""
+    pytest.importorskip("triton", reason="the triton extra is not installed (pip install 'fastgan[triton]')")
+    from fastgan.kernels import runtime
+
+    dev = torch.device("cuda" if ON_GPU else "cpu")
+    reason = runtime.why_not(dev.type, torch.float32, 1, (torch.float32,))
+    if reason is not None:
+        pytest.fail(f"the Triton kernels cannot run in this process: {reason}")
+    return dev
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Forget which fallbacks already warned, so a test can see its one warning."""
+    from fastgan.kernels import runtime
+
+    monkeypatch.setattr(runtime, "_WARNED", set())
