@@ -86,6 +86,12 @@ class TrainConfig:
     keep_checkpoints: int = 3  # step checkpoints kept on disk (oldest deleted first)
     grid_size: int = 100  # images in a sample grid (a square number looks best)
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # How the step runs (fastgan/engine/fast.py); the math is the same, so a run may resume with other choices.
+    compile: bool = False  # torch.compile G and D; the WGAN-GP penalty still differentiates the uncompiled D twice
+    amp: str = "none"  # none | bf16 (autocast, no scaler) | fp16 (autocast + gradient scalers, checkpointed)
+    channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor-core GPUs
+    cuda_graph: bool = False  # capture D step(s) + G step + Adam + EMA as one CUDA graph, replayed each step (CUDA)
+    fast: bool = False  # turn on the best of the above the device supports (printed at start)
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,11 @@ RESUMABLE_CHANGES = frozenset(
         "train.keep_checkpoints",
         "train.grid_size",
         "train.threads",
+        "train.compile",
+        "train.amp",
+        "train.channels_last",
+        "train.cuda_graph",
+        "train.fast",
         "data.root",
         "data.loader",
         "data.cache_dir",
@@ -375,6 +386,7 @@ def validate(cfg: Config) -> None:
     _one_of("model.d_norm", m.d_norm, ("batch", "none"))
     _one_of("model.kernels", m.kernels, ("torch", "triton", "auto"))
     _one_of("loss.kind", lo.kind, ("ns", "hinge", "wgan-gp"))
+    _one_of("train.amp", t.amp, ("none", "bf16", "fp16"))
     r = m.resolution
     if not (r == 28 or (r >= 32 and r & (r - 1) == 0)):
         raise ConfigError(f"bad value for model.resolution: {r} (use 28 or a power of two from 32 up: 32, 64, 128)")

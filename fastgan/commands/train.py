@@ -9,7 +9,9 @@ from fastgan.engine import checkpoint as ckpt_mod
 from fastgan.engine.loop import find_resume, train
 
 _SHORTCUTS = {"steps": "train.steps", "batch_size": "train.batch_size", "out": "train.out",
-              "device": "train.device", "seed": "train.seed", "kernels": "model.kernels"}
+              "device": "train.device", "seed": "train.seed", "kernels": "model.kernels",
+              "compile": "train.compile", "amp": "train.amp", "channels_last": "train.channels_last",
+              "cuda_graph": "train.cuda_graph", "fast": "train.fast"}
 
 
 def add_parser(sub) -> None:
@@ -20,7 +22,8 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n  fastgan train\n  fastgan train mnist-cdcgan --steps 5000 --out runs/mnist\n"
         "  fastgan train fashion-wgan-gp --set optim.n_critic=3 --dry-run\n"
-        "  fastgan train --out runs/mnist --resume auto --steps 8000",
+        "  fastgan train --out runs/mnist --resume auto --steps 8000\n"
+        "  fastgan train mnist-dcgan --fast            # compile + bf16 + channels-last + CUDA graph on a GPU",
     )
     p.add_argument("preset", nargs="?", help=f"preset name (default {DEFAULT_PRESET}; `fastgan presets` lists them)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -32,6 +35,16 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument("--kernels", choices=("torch", "triton", "auto"),
                    help="BatchNorm+activation and gradient-penalty kernels (model.kernels)")
+    fast = p.add_argument_group("fast paths (same math; every combination runs or is refused with the reason)")
+    fast.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D (train.compile)")
+    fast.add_argument("--amp", choices=("none", "bf16", "fp16"),
+                      help="autocast: bf16 without scaler, fp16 with checkpointed gradient scalers (train.amp)")
+    fast.add_argument("--channels-last", action="store_true", default=None,
+                      help="NHWC weights and activations (train.channels_last)")
+    fast.add_argument("--cuda-graph", action="store_true", default=None,
+                      help="capture the whole iteration as one CUDA graph and replay it; CUDA only (train.cuda_graph)")
+    fast.add_argument("--fast", action="store_true", default=None,
+                      help="the best of the above that this device supports; prints what it picked (train.fast)")
     p.add_argument("--resume", metavar="auto|PATH", help="continue a run from its newest checkpoint or from PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -123,7 +123,9 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         p.unlink(missing_ok=True)
 
 
-def make_payload(state, cfg: Config, dataset_info: dict[str, Any], extra: dict[str, Any] | None = None) -> dict:
+def make_payload(state, cfg: Config, dataset_info: dict[str, Any], extra: dict[str, Any] | None = None,
+                 scaler: dict[str, Any] | None = None) -> dict:
+    """``scaler``: the fp16 gradient scalers' state (``Stepper.scaler_state()``), None without fp16."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -137,7 +139,7 @@ def make_payload(state, cfg: Config, dataset_info: dict[str, Any], extra: dict[s
             "G_ema": state.G_ema.state_dict() if state.G_ema is not None else None,
         },
         "optim": {"G": state.opt_g.state_dict(), "D": state.opt_d.state_dict()},
-        "scaler": None,
+        "scaler": scaler,
         "rng": rng_state(),
         **(extra or {}),
     }

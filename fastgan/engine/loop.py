@@ -16,8 +16,9 @@ from tqdm import tqdm
 from fastgan.config import Config, validate
 from fastgan.data import ImageDataset, load_dataset, make_loader
 from fastgan.engine import checkpoint as ckpt_mod
-from fastgan.engine.state import TrainState, build_state, update_ema
-from fastgan.engine.step import StepSpec, d_step, g_step
+from fastgan.engine.fast import build_stepper, resolve_options
+from fastgan.engine.state import TrainState, build_state
+from fastgan.engine.step import StepSpec
 from fastgan.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastgan.images import plot_losses, save_grid
 
@@ -138,6 +139,12 @@ class Trainer:
             ckpt_mod.restore_state(self.state, ckpt, resume_from)
             ckpt_mod.set_rng_state(ckpt["rng"])
             self.best = ckpt.get("best") or self.best
+        self.fast_options, picked = resolve_options(cfg.train, self.device, getattr(self.loader, "kind", "device"))
+        if cfg.train.fast:
+            print(f"fastgan: {picked}", file=sys.stderr)
+        # after the restore: channels-last, compilation and graph capture work on the loaded state
+        self.stepper = build_stepper(cfg, self.state, self.spec, self.loader, self.fast_options, self.device,
+                                     ckpt.get("scaler") if ckpt is not None else None)
         self.last_good: Path | None = resume_from
 
     # -- side effects -------------------------------------------------------
@@ -180,7 +187,8 @@ class Trainer:
         if bad:
             self._check_finite({f"parameter {bad[0]}": float("nan")})
         path = ckpt_mod.checkpoint_path(self.run_dir, self.state.step)
-        payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best})
+        payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best},
+                                        scaler=self.stepper.scaler_state())
         ckpt_mod.save_atomic(payload, path)
         ckpt_mod.prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         self.last_good = path
@@ -195,36 +203,28 @@ class Trainer:
             raise ConfigError(f"eval.metric '{key}' is not computed here: choose one of {', '.join(values)}")
         if b["value"] is None or values[key] < b["value"]:
             b.update(value=float(values[key]), step=self.state.step, bad_evals=0)
-            payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best})
+            payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best},
+                                            scaler=self.stepper.scaler_state())
             ckpt_mod.save_atomic(payload, self.run_dir / "best.pt")
         else:
             b["bad_evals"] += 1
         return not (self.cfg.eval.patience and b["bad_evals"] >= self.cfg.eval.patience)
 
     # -- the loop -----------------------------------------------------------
-    def noise_std(self) -> torch.Tensor | None:
+    def noise_std(self) -> float | None:
         lo = self.cfg.loss
         if lo.instance_noise <= 0:
             return None
         span = lo.instance_noise_steps or self.cfg.train.steps
         frac = max(0.0, 1.0 - self.state.step / span)
-        return torch.tensor(lo.instance_noise * frac, device=self.device)
+        return lo.instance_noise * frac
 
     def train_one(self) -> dict[str, torch.Tensor]:
-        """n_critic D updates and one G update; statistics stay on the device."""
-        st, spec = self.state, self.spec
-        noise = self.noise_std()
-        d_out: dict[str, torch.Tensor] = {}
-        for _ in range(self.cfg.optim.n_critic):
-            real, labels = self.loader.batch(spec.batch_size)
-            for k, v in d_step(st, spec, real, labels, noise).items():
-                d_out[k] = d_out[k] + v if k in d_out else v
-        if self.cfg.optim.n_critic > 1:
-            d_out = {k: v / self.cfg.optim.n_critic for k, v in d_out.items()}
-        out = {**d_out, **g_step(st, spec, self.device)}
-        if st.G_ema is not None:
-            decay = self.cfg.optim.ema_decay if st.step >= self.cfg.optim.ema_start else 0.0
-            update_ema(st.G_ema, st.G, decay)
+        """n_critic D updates, one G update and the EMA update (fastgan.engine.fast.Stepper);
+        statistics stay on the device."""
+        st, o = self.state, self.cfg.optim
+        decay = (o.ema_decay if st.step >= o.ema_start else 0.0) if st.G_ema is not None else None
+        out = self.stepper(self.noise_std(), decay)
         st.step += 1
         return out
 

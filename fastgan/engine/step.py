@@ -92,9 +92,10 @@ def d_losses(
     loss = d_loss_fn(real_logit.float(), fake_logit.float(), spec.smoothing)
     out: dict[str, Tensor] = {}
     if spec.loss == "wgan-gp":
-        gp_critic = critic or D
+        gp_critic = D if critic is None else critic
         eps = torch.rand(real.shape[0], device=real.device)
-        x_hat = interpolate(real, fake, eps, impl=spec.kernels)
+        # under autocast G's fake is bf16/fp16 while the real batch is fp32: mix in fp32
+        x_hat = interpolate(real, fake.to(real.dtype), eps, impl=spec.kernels)
         gp = gradient_penalty(lambda x: gp_critic(x, y_real)[0], x_hat, spec.gp_weight, impl=spec.kernels)
         loss = loss + gp
         out["gp"] = gp.detach()
