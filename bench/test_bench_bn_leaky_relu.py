@@ -1,0 +1,134 @@
+"""BatchNorm + LeakyReLU speed: the Triton op vs eager torch vs torch.compile of the torch reference.
+
+    pytest bench/test_bench_bn_leaky_relu.py bench/test_bench_gradient_penalty.py --benchmark-enable \\
+        --benchmark-json bench/results/kernels-<device>.json
+
+Training-mode forward and forward+backward at DCGAN-64 activation shapes, batch 128 and 1024, in fp32
+NCHW (the eager default) and bf16 channels-last (the fast path's layout). Without CUDA those cases skip
+and one tiny CPU smoke case runs eager torch only (Triton runs on a CPU only in its interpreter, a test
+tool; compiling on a CPU is too slow for a smoke case).
+
+A timed call is INNER calls then one synchronize (a sync per call would dominate at batch 128). Each
+case stores in extra_info the time per op, its effective GB/s over the minimal traffic (forward: read x,
+write y; forward+backward adds read x, read dy, write dx), that as a fraction of the device's measured
+copy bandwidth, and (Triton and compile cases) the eager reference's time and the speedup over it.
+The Triton op itself moves 3 (forward) and 8 (forward+backward) tensor passes against the minimal 2 and
+5 (``kernel_bytes``), so once x no longer fits in L2 its fraction of copy bandwidth tops out near 2/3.
+Targets on a GPU (issue 6): forward+backward >= 1.5x eager and >= 70 % of copy bandwidth at the large
+shapes. These numbers decide which path ``impl="auto"`` should pick per device.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+
+from fastgan.kernels.bn_leaky_relu import bn_leaky_relu, bn_leaky_relu_ref
+
+INNER = 20  # op calls per timed call
+ROUNDS = 15
+# (C, H, W, negative_slope): G's first BN (4x4), D's middle BN (16x16, leaky), G's last BN (largest)
+GPU_LAYERS = [(512, 4, 4, 0.0), (128, 16, 16, 0.2), (64, 32, 32, 0.0)]
+FORMATS = {"fp32-nchw": (torch.float32, False), "bf16-cl": (torch.bfloat16, True)}
+CASES = [("cuda", (b, c, h, w), slope, fmt) for b in (128, 1024) for c, h, w, slope in GPU_LAYERS for fmt in FORMATS]
+CASES.append(("cpu", (8, 16, 8, 8), 0.2, "fp32-nchw"))  # the smoke case
+IMPLS = ["triton", "torch", "compile"]
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_per_op(fn, device: str) -> float:
+    times = []
+    for _ in range(ROUNDS):
+        t = time.perf_counter()
+        for _ in range(INNER):
+            fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) / INNER
+
+
+_copy_gbps: dict[str, float] = {}
+
+
+def copy_bandwidth(device: str) -> float:
+    """Measured device copy bandwidth in GB/s (read + write of a 256 MiB fp32 buffer; 32 MiB on a CPU)."""
+    if device not in _copy_gbps:
+        n = (64 if device == "cuda" else 8) * 2**20
+        src = torch.randn(n, device=device)
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        _sync(device)
+        _copy_gbps[device] = 2 * src.numel() * 4 / _median_per_op(lambda: dst.copy_(src), device) / 1e9
+    return _copy_gbps[device]
+
+
+def _env(device: str) -> dict:
+    import triton
+
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return {"device": name, "torch": torch.__version__, "triton": triton.__version__}
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("device,shape,slope,fmt", CASES,
+                         ids=[f"{d}-b{s[0]}-{s[1]}x{s[2]}x{s[3]}-{f}" for d, s, _, f in CASES])
+def test_bn_leaky_relu(benchmark, device, shape, slope, fmt, impl, mode):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (a GPU measurement still owed)")
+    if device == "cpu" and impl != "torch":
+        pytest.skip("CPU smoke case: eager torch only (Triton needs a GPU; compile is too slow for a smoke case)")
+    dtype, channels_last = FORMATS[fmt]
+    c = shape[1]
+    x = torch.randn(shape, device=device).to(dtype)
+    dy = torch.randn(shape, device=device).to(dtype)
+    if channels_last:
+        x, dy = x.to(memory_format=torch.channels_last), dy.to(memory_format=torch.channels_last)
+    w = torch.ones(c, device=device, requires_grad=True)
+    b = torch.zeros(c, device=device, requires_grad=True)
+    rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
+    x.requires_grad_(mode == "fwd+bwd")
+
+    def op_of(impl_name):
+        if impl_name == "compile":
+            ref = torch.compile(bn_leaky_relu_ref)
+            return lambda: ref(x, w, b, rm, rv, True, 0.1, 1e-5, slope)
+        return lambda: bn_leaky_relu(x, w, b, rm, rv, True, 0.1, 1e-5, slope, impl=impl_name)
+
+    def step_of(op):
+        if mode == "fwd":
+            return op
+        return lambda: torch.autograd.grad(op(), (x, w, b), dy)  # grad, not backward: no accumulation traffic
+
+    step = step_of(op_of(impl))
+    for _ in range(3):  # warm-up: compilation and autotuning stay out of the timings
+        step()
+    _sync(device)
+
+    def timed():
+        for _ in range(INNER):
+            step()
+        _sync(device)
+
+    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1)
+    elem = x.element_size() * x.numel()
+    info = {**_env(device), "impl": impl, "mode": mode, "shape": list(shape), "format": fmt,
+            "negative_slope": slope, "min_bytes": elem * (2 if mode == "fwd" else 5)}
+    if impl == "triton":  # its own passes: stats read x, apply reads x writes y; backward 2 + 3 more
+        info["kernel_bytes"] = elem * (3 if mode == "fwd" else 8)
+    if benchmark.stats is not None:
+        per_op = benchmark.stats.stats.median / INNER
+        gbps = info["min_bytes"] / per_op / 1e9
+        info.update(per_op_us=per_op * 1e6, gbps=gbps, copy_gbps=copy_bandwidth(device),
+                    fraction_of_copy=gbps / copy_bandwidth(device))
+        if impl != "torch":
+            eager = _median_per_op(step_of(op_of("torch")), device)
+            info.update(eager_us=eager * 1e6, speedup_vs_eager=eager / per_op)
+    benchmark.extra_info.update(info)

@@ -1,0 +1,118 @@
+"""WGAN-GP pieces' speed: the Triton ops vs eager torch vs torch.compile of the torch references.
+
+    pytest bench/test_bench_bn_leaky_relu.py bench/test_bench_gradient_penalty.py --benchmark-enable \\
+        --benchmark-json bench/results/kernels-<device>.json
+
+The interpolation x_hat = eps*x + (1-eps)*x_fake (forward) and the norm penalty over g = dD/dx_hat
+(forward, and forward+backward to g), fp32, at WGAN-GP image shapes (1x32x32 Fashion-MNIST, 3x64x64)
+for batch 128 and 1024. Without CUDA those cases skip and one tiny CPU smoke case runs eager torch only.
+Timing and extra_info as in bench/test_bench_bn_leaky_relu.py; minimal traffic: interpolation reads two
+images and writes one; the penalty reads g (forward) and reads g and writes dg again (backward).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+
+from fastgan.kernels.gradient_penalty import (
+    gradient_norm_penalty,
+    gradient_norm_penalty_ref,
+    interpolate,
+    interpolate_ref,
+)
+
+INNER = 20  # op calls per timed call
+ROUNDS = 15
+CASES = [("cuda", (b, *img)) for b in (128, 1024) for img in ((1, 32, 32), (3, 64, 64))]
+CASES.append(("cpu", (8, 1, 16, 16)))  # the smoke case
+OPS = {"interpolate": 3, "penalty-fwd": 1, "penalty-fwd+bwd": 3}  # op -> minimal traffic in image sizes
+IMPLS = ["triton", "torch", "compile"]
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_per_op(fn, device: str) -> float:
+    times = []
+    for _ in range(ROUNDS):
+        t = time.perf_counter()
+        for _ in range(INNER):
+            fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) / INNER
+
+
+_copy_gbps: dict[str, float] = {}
+
+
+def copy_bandwidth(device: str) -> float:
+    """Measured device copy bandwidth in GB/s (read + write of a 256 MiB fp32 buffer; 32 MiB on a CPU)."""
+    if device not in _copy_gbps:
+        n = (64 if device == "cuda" else 8) * 2**20
+        src = torch.randn(n, device=device)
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        _sync(device)
+        _copy_gbps[device] = 2 * src.numel() * 4 / _median_per_op(lambda: dst.copy_(src), device) / 1e9
+    return _copy_gbps[device]
+
+
+def _step(op: str, impl: str, real, fake, eps, g):
+    if op == "interpolate":
+        if impl == "compile":
+            ref = torch.compile(interpolate_ref)
+            return lambda: ref(real, fake, eps)
+        return lambda: interpolate(real, fake, eps, impl=impl)
+    if impl == "compile":
+        ref = torch.compile(gradient_norm_penalty_ref)
+        penalty = lambda: ref(g, 10.0)  # noqa: E731
+    else:
+        penalty = lambda: gradient_norm_penalty(g, 10.0, impl=impl)  # noqa: E731
+    if op == "penalty-fwd":
+        return penalty
+    return lambda: torch.autograd.grad(penalty(), g)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("device,shape", CASES, ids=[f"{d}-b{s[0]}-{s[1]}x{s[2]}x{s[3]}" for d, s in CASES])
+def test_gradient_penalty(benchmark, device, shape, op, impl):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (a GPU measurement still owed)")
+    if device == "cpu" and impl != "torch":
+        pytest.skip("CPU smoke case: eager torch only (Triton needs a GPU; compile is too slow for a smoke case)")
+    real, fake = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    eps = torch.rand(shape[0], device=device)
+    g = (torch.randn(shape, device=device) * 0.02).requires_grad_(op == "penalty-fwd+bwd")
+    step = _step(op, impl, real, fake, eps, g)
+    for _ in range(3):  # warm-up: compilation stays out of the timings
+        step()
+    _sync(device)
+
+    def timed():
+        for _ in range(INNER):
+            step()
+        _sync(device)
+
+    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1)
+    import triton
+
+    info = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+            "triton": triton.__version__, "impl": impl, "op": op, "shape": list(shape),
+            "min_bytes": OPS[op] * real.numel() * real.element_size()}
+    if benchmark.stats is not None:
+        per_op = benchmark.stats.stats.median / INNER
+        gbps = info["min_bytes"] / per_op / 1e9
+        info.update(per_op_us=per_op * 1e6, gbps=gbps, copy_gbps=copy_bandwidth(device),
+                    fraction_of_copy=gbps / copy_bandwidth(device))
+        if impl != "torch":
+            eager = _median_per_op(_step(op, "torch", real, fake, eps, g), device)
+            info.update(eager_us=eager * 1e6, speedup_vs_eager=eager / per_op)
+    benchmark.extra_info.update(info)
