@@ -72,9 +72,9 @@ def _step(op: str, impl: str, real, fake, eps, g):
         return lambda: interpolate(real, fake, eps, impl=impl)
     if impl == "compile":
         ref = torch.compile(gradient_norm_penalty_ref)
-        penalty = lambda: ref(g, 10.0)  # noqa: E731
+        penalty = lambda: ref(g, 10.0)
     else:
-        penalty = lambda: gradient_norm_penalty(g, 10.0, impl=impl)  # noqa: E731
+        penalty = lambda: gradient_norm_penalty(g, 10.0, impl=impl)
     if op == "penalty-fwd":
         return penalty
     return lambda: torch.autograd.grad(penalty(), g)

@@ -1,8 +1,9 @@
 """BatchNorm + LeakyReLU as one op (``negative_slope=0`` gives BN + ReLU): reference, Triton path, dispatch.
 
-Training: per-channel batch statistics, the running statistics updated with the module's momentum, then
-normalise, affine and activation in one pass over the output. Eval: the running statistics. Backward:
-dx, dweight, dbias from one reduction pass and one elementwise pass (z is recomputed, y is not kept).
+Training: per-channel batch statistics, then normalise, affine and activation in one pass over the
+output; the running statistics move by the module's momentum in one foreach lerp after the op (a custom
+op with autograd may not mutate its inputs). Eval: the running statistics. Backward: dx, dweight, dbias
+from one reduction pass and one elementwise pass (z is recomputed, y is not kept).
 
 Differentiability: first order only. The backward is a custom op without a derivative of its own, so a
 second backward through it raises. DCGAN needs no more: the WGAN-GP critic, the one double-backward
@@ -16,18 +17,26 @@ torch.compile sees one op per call: torch.library custom ops with fake functions
 that launch Triton rather than ``torch.library.triton_op``: triton_op traces its body with fake tensors,
 which interpreter-mode kernels (``TRITON_INTERPRET=1``, the CPU tests) cannot run, so only a custom op
 works on both the CPU interpreter and the GPU. Launches use the current stream and allocate through the
-caching allocator with no host sync, so the ops can sit inside a captured CUDA graph.
+caching allocator with no host sync, so the ops can sit inside a captured CUDA graph (checked by a
+GPU-only test, tests/kernels/test_bn_leaky_relu.py::test_cuda_graph_capture).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from fastgan.kernels.runtime import acc_dtype, cdiv, jit, next_pow2, num_programs_target, tl, use_triton
+from fastgan.kernels.runtime import (
+    acc_dtype,
+    cdiv,
+    jit,
+    next_pow2,
+    num_programs_target,
+    tl,
+    use_triton,
+)
 
 Tensor = torch.Tensor
 
@@ -110,7 +119,7 @@ def _finalize_kernel(part_ptr, x_ptr, w_ptr, b_ptr, rm_ptr, rv_ptr, stat_ptr, C,
     if TRAINING:
         s = tl.zeros([BC, BI], ACC)
         q = tl.zeros([BC, BI], ACC)
-        for sp in range(0, n_split):
+        for sp in range(n_split):
             for i0 in range(0, inner, BI):
                 i = i0 + tl.arange(0, BI)
                 m = ok[:, None] & (i < inner)[None, :]
@@ -192,8 +201,8 @@ def _plan(x: Tensor) -> dict:
     split = max(1, min(cdiv(num_programs_target(x.device), col_progs), cdiv(rows, max(br, MIN_ROWS))))
     rows_per_prog = cdiv(cdiv(rows, split), br) * br
     split = cdiv(rows, rows_per_prog)
-    return dict(grid=(col_progs, split), split=split, R=rows, K=cols, inner=inner, rows_per_prog=rows_per_prog,
-                BR=br, BK=bk)
+    return {"grid": (col_progs, split), "split": split, "R": rows, "K": cols, "inner": inner,
+            "rows_per_prog": rows_per_prog, "BR": br, "BK": bk}
 
 
 def _forward(x, weight, bias, running_mean, running_var, training: bool, eps: float, slope: float):
@@ -236,7 +245,7 @@ def _backward(dy, x, stats, training: bool, slope: float):
 
 
 @torch.library.custom_op("fastgan::bn_leaky_relu", mutates_args=())
-def _bn_op(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+def _bn_op(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
            training: bool, eps: float, negative_slope: float) -> tuple[Tensor, Tensor]:
     return _forward(x, weight, bias, running_mean, running_var, training, eps, negative_slope)
 

@@ -20,7 +20,15 @@ from __future__ import annotations
 
 import torch
 
-from fastgan.kernels.runtime import acc_dtype, cdiv, jit, next_pow2, num_programs_target, tl, use_triton
+from fastgan.kernels.runtime import (
+    acc_dtype,
+    cdiv,
+    jit,
+    next_pow2,
+    num_programs_target,
+    tl,
+    use_triton,
+)
 
 Tensor = torch.Tensor
 
@@ -77,7 +85,7 @@ def _penalty_kernel(part_ptr, norm_ptr, loss_ptr, B, n_split, weight, BB: tl.con
         b = b0 + tl.arange(0, BB)
         ok = b < B
         s = tl.zeros([BB], ACC)
-        for i in range(0, n_split):
+        for i in range(n_split):
             s += tl.load(part_ptr + b * n_split + i, mask=ok, other=0)
         n = tl.sqrt(s)
         tl.store(norm_ptr + b, n, mask=ok)

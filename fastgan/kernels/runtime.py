@@ -5,7 +5,7 @@ Triton fixes its mode once per process, when ``triton.language`` is first import
 CPU interpreter, otherwise for a GPU compiler. (``import torch._dynamo`` imports it too.) So kernels here
 are built for whichever mode that import chose (``jit``), and CPU tensors run interpreted only when that
 mode is the interpreter AND ``TRITON_INTERPRET=1`` is set now. fastgan's models and losses import the
-kernel modules lazily, so importing fastgan never imports Triton.
+kernel modules inside the functions that use them, so importing fastgan never imports Triton.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def num_programs_target(device: torch.device) -> int:
     return _gpu_programs(torch.cuda.current_device() if device.index is None else device.index)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gpu_programs(index: int) -> int:
     return 4 * torch.cuda.get_device_properties(index).multi_processor_count
 

@@ -85,7 +85,7 @@ def test_gradcheck_float64(device):
     """interpolate: any order (gradcheck and gradgradcheck); the penalty: first order (gradcheck)."""
     real, fake, g = (torch.randn(3, 2, 3, 2, device=device, dtype=torch.float64, requires_grad=True) for _ in "abc")
     eps = torch.rand(3, device=device, dtype=torch.float64, requires_grad=True)
-    fn = lambda r, f, e: interpolate(r, f, e, impl="triton")  # noqa: E731
+    fn = lambda r, f, e: interpolate(r, f, e, impl="triton")
     assert torch.autograd.gradcheck(fn, (real, fake, eps))
     assert torch.autograd.gradgradcheck(fn, (real, fake, eps))
     assert torch.autograd.gradcheck(lambda g: gradient_norm_penalty(g, 10.0, impl="triton"), (g,))
@@ -112,7 +112,7 @@ def test_penalty_gradients_reach_critic_parameters(device, channels_last):
     """The fused penalty's gradient flows through create_graph=True into D exactly as the plain penalty's."""
     D = _critic(device)
     x_hat = _layout(torch.randn(5, 3, 11, 9, device=device), channels_last)
-    critic = lambda x: D(x).flatten()  # noqa: E731
+    critic = lambda x: D(x).flatten()
     grads = []
     for gp in (lambda: losses.gradient_penalty(critic, x_hat, 10.0, impl="triton"),
                lambda: losses.gradient_penalty_ref(critic, x_hat, 10.0)):
