@@ -8,7 +8,7 @@ import torch
 
 from fastgan.engine.checkpoint import config_of, describe_load_error, load_checkpoint
 from fastgan.engine.loop import generate, resolve_device
-from fastgan.errors import ConfigError, FastganError
+from fastgan.errors import CheckpointError, ConfigError, FastganError
 from fastgan.images import make_grid, save_npz, save_png, to_uint8
 from fastgan.models import build_generator
 
@@ -55,6 +55,8 @@ def parse_labels(text: str | None, n: int, num_classes: int) -> torch.Tensor | N
 def load_generator(path: str | Path, device: torch.device, use_ema: bool = True):
     """(G in eval mode, its config, the checkpoint) from a fastgan checkpoint."""
     ckpt = load_checkpoint(path)
+    if not isinstance(ckpt.get("models"), dict) or not isinstance(ckpt["models"].get("G"), dict):
+        raise CheckpointError(f"{path} is a fastgan file without generator weights: pass a checkpoint of `fastgan train`")
     cfg = config_of(ckpt)
     G = build_generator(cfg.model)
     sd = ckpt["models"]["G_ema"] if use_ema and ckpt["models"].get("G_ema") is not None else ckpt["models"]["G"]
@@ -77,8 +79,8 @@ def _sample_onnx(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor |
     except ImportError as e:
         raise ConfigError(f"--onnx needs the '{e.name}' package: pip install 'fastgan[onnx]'") from None
     og = OnnxGenerator(args.onnx, ["CPUExecutionProvider"] if args.device == "cpu" else None)
-    print(f"onnxruntime provider: {og.provider}", file=sys.stderr)
     y = parse_labels(args.labels, args.num, og.num_classes)
+    print(f"onnxruntime provider: {og.provider}", file=sys.stderr)
     z = torch.randn(args.num, og.z_dim, generator=torch.Generator().manual_seed(args.seed))
     x = og.run(z.numpy(), None if y is None else y.numpy())
     return torch.from_numpy(x), y, og.num_classes

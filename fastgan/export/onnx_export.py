@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from torch import nn
 
 from fastgan import __version__
 from fastgan.config import Config
-from fastgan.errors import CheckpointError
 from fastgan.export.fold import fold_batchnorm
 from fastgan.export.runtime import open_session, to_uint8
 from fastgan.export.spec import (
@@ -66,7 +64,8 @@ class Deployable(nn.Module):
         self.G, self.dtype, self.uint8 = G, dtype, uint8
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None):
-        x = self.G(z.to(self.dtype), label).float()
+        # onnxruntime's Tanh can overshoot +-1 by an ulp: clamp so the stated range holds exactly.
+        x = self.G(z.to(self.dtype), label).float().clamp(-1, 1)
         if not self.uint8:
             return x
         # The arithmetic of fastgan.images.to_uint8, so saved files match `fastgan sample`.
@@ -170,11 +169,10 @@ def export_generator(G: nn.Module, out: str | Path, meta: dict[str, str],
     onnx.checker.check_model(model, full_check=True)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # beside `out`, so the rename is atomic
     try:
         onnx.save(model, tmp)
-        diff, count = verify(Path(tmp), G, opts)
+        diff, count = verify(tmp, G, opts)
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -187,10 +185,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opts: ExportOptio
     from fastgan.commands.sample import load_generator
 
     opts.check()
-    try:
-        G, cfg, ckpt = load_generator(checkpoint, torch.device("cpu"), opts.use_ema)
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{checkpoint} is a fastgan file without generator weights (missing {e}): "
-                              "pass a checkpoint written by `fastgan train`") from None
+    G, cfg, ckpt = load_generator(checkpoint, torch.device("cpu"), opts.use_ema)
     weights = "ema" if opts.use_ema and ckpt["models"].get("G_ema") is not None else "raw"
     return export_generator(G, out, generator_metadata(cfg, ckpt, weights, opts), opts)
