@@ -74,7 +74,7 @@ def test_fid_matches_pytorch_fid_formula(d, n1, n2, impl):
     assert full == pytest.approx(ref, rel=1e-6)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", ["native", "torch"])  # numpy shares torch's code (tested at 64 and 512)
 def test_fid_2048_every_form(impl):
     """d = 2048, S1 singular (n1 = 1000 < d), S2 full rank: one sqrtm serves every form."""
     s1, s2, ref = pair_and_reference(2048, 1000, 2600, seed=1)
