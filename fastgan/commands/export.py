@@ -22,10 +22,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "export",
         help="export a generator to ONNX for onnxruntime / TensorRT",
-        description="Export a checkpoint's generator to ONNX: BatchNorm folded, eval mode, fastgan metadata inside, "
-        "checked with onnx.checker and against PyTorch on random latents before the file is written. "
-        "Inputs: z float32 (N, latent) [+ label int64 (N,)]; outputs: images float32 (N, C, H, W) in [-1, 1] "
-        "[+ images_uint8 (N, H, W, C)].",
+        description="Export a checkpoint's generator to ONNX: eval mode, BatchNorm folded, fastgan metadata inside;\n"
+        "checked with onnx.checker and against PyTorch on random latents before the file is written.\n"
+        "Inputs: z float32 (N, latent) [+ label int64 (N,)].\n"
+        "Outputs: images float32 (N, C, H, W) in [-1, 1] [+ images_uint8 (N, H, W, C)].",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n  fastgan export runs/digits-cdcgan/checkpoints/step-0001500.pt --onnx digits.onnx\n"
         "  fastgan export CKPT --onnx g.onnx --no-ema --opset 20 --batch 64\n"
