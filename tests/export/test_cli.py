@@ -94,3 +94,15 @@ def test_sample_onnx_bad_input(tmp_path, capsys, cond_model, uncond_model):
     _one_line_error(capsys, main(["sample"]), "give a checkpoint or --onnx")
     _one_line_error(capsys, main(["sample", str(cond_model[0]), "--onnx", onnx_path]), "exactly one of them")
     assert not list(tmp_path.glob("samples.*"))
+
+
+def test_missing_onnx_packages(cond_model, capsys, monkeypatch):
+    """Without the onnx extra the CLI still loads and says what to install."""
+    import sys
+
+    for name in ("onnx", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import onnx` now raises ImportError
+    for name in ("fastgan.export.onnx_export", "fastgan.export.runtime"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    _one_line_error(capsys, main(["export", str(cond_model[0])]), "needs the 'onnx' package", "fastgan[onnx]")
+    _one_line_error(capsys, main(["sample", "--onnx", str(cond_model[1])]), "needs the 'onnxruntime' package")
