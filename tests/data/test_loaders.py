@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,16 +100,28 @@ def test_without_augmentation_the_draw_is_the_old_one():
     assert torch.equal(x, torch.where(flip, ref.flip(-1), ref))
 
 
-def test_loaders_resize_and_stream_reads_a_memory_map(fx, tmp_path):
+def _mapped_file(address: int) -> str:
+    """The file mapped at ``address`` in this process ('' if none): Linux /proc/self/maps."""
+    for line in open("/proc/self/maps"):
+        lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+        if lo <= address < hi:
+            return line.split()[-1] if len(line.split()) > 5 else ""
+    return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc to see memory maps")
+def test_stream_reads_the_cache_memory_map_and_loaders_resize(fx, tmp_path):
     root = fx.folder(tmp_path / "pics", {"": 5})
     cfg = replace(DataConfig(), dataset="folder", root=str(root), cache_resolution=16, prepare_workers=1)
     ds = load_dataset(cfg)
-    assert not ds.images.is_contiguous() or ds.images.numpy().base is not None  # backed by the .npy map
-    stream = StreamLoader(ds, 8, torch.device("cpu"), workers=2)
+    stream = StreamLoader(ds, 16, torch.device("cpu"), workers=2)
+    assert _mapped_file(stream.images.ctypes.data).endswith("images.npy")  # not a copy in RAM
     x, y = stream.batch(6)
-    assert x.shape == (6, 3, 8, 8) and y is None
-    d = stream.draw(6)
-    assert torch.equal(stream.batch_at(d)[0], DeviceLoader(ds, 8, torch.device("cpu")).batch_at(d)[0])
+    assert x.shape == (6, 3, 16, 16) and y is None
+    small = StreamLoader(ds, 8, torch.device("cpu"), workers=0)  # another resolution: resized once, in RAM
+    d = small.draw(6)
+    assert torch.equal(small.batch_at(d)[0], DeviceLoader(ds, 8, torch.device("cpu")).batch_at(d)[0])
+    assert small.batch_at(d)[0].shape == (6, 3, 8, 8)
 
 
 def test_auto_picks_device_when_it_fits_else_stream():
