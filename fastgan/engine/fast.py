@@ -75,15 +75,18 @@ def best_options(device: torch.device, amp: str = "none") -> FastOptions:
     """What ``--fast`` picks: everything the device supports that measured faster.
 
     CUDA: compile + bf16 (fp16 where the GPU lacks bf16) + channels-last + one CUDA graph
-    (not with fp16: the scaler's skip-step check needs the host). CPU: compile only: on
-    the CPUs measured (bench/results/train-step-cpu.json) bf16 autocast and NHWC were slower.
+    (not with fp16: the scaler's skip-step check needs the host). CPU: compile, plus bf16
+    autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX; emulated bf16 is
+    slower than fp32); channels-last measured slower on CPUs (bench/results/train-step-cpu.json).
     """
+    can_compile = compiler_problem(device) is None
     if device.type == "cuda":
         if amp == "none":
             amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return FastOptions(compile=compiler_problem(device) is None, amp=amp, channels_last=True,
-                           cuda_graph=amp != "fp16")
-    return FastOptions(compile=compiler_problem(device) is None, amp=amp)
+        return FastOptions(compile=can_compile, amp=amp, channels_last=True, cuda_graph=amp != "fp16")
+    if amp == "none" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        amp = "bf16"
+    return FastOptions(compile=can_compile, amp=amp)
 
 
 def check_options(opts: FastOptions, device: torch.device, loader_kind: str = "device") -> None:
@@ -209,6 +212,8 @@ class Stepper:
     def d_update(self, real: Tensor, labels: Tensor | None, noise: Tensor | None) -> dict[str, Tensor]:
         if self.reference:
             return d_step(self.state, self.spec, real, labels, noise)
+        if self.amp_dtype is not None:  # D's first conv would cast it anyway; as G's fake, so one D graph serves both
+            real = real.to(self.amp_dtype)
         if self.opts.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         with self.autocast():

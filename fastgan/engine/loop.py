@@ -242,8 +242,10 @@ class Trainer:
         try:
             while st.step < t.steps:
                 out = self.train_one()
-                for k, v in out.items():
-                    sums[k] = sums[k] + v if k in sums else v.clone()
+                if sums:  # one fused add per step (a CUDA-graph step is otherwise a single launch)
+                    torch._foreach_add_(list(sums.values()), [out[k] for k in sums])
+                else:  # copies: a CUDA-graph step returns its static output buffers
+                    sums = {k: v.clone() for k, v in out.items()}
                 n_acc += 1
                 bar.update(1)
                 at_end = st.step == t.steps

@@ -165,8 +165,10 @@ def test_penalty_gradients_through_compiled_step_match_eager():
     torch.testing.assert_close(comp[0], eager[0], rtol=1e-4, atol=1e-6)
 
 
-def test_fp16_scaler_skips_a_step_with_an_inf_gradient_and_lowers_the_scale():
-    stepper = stepper_for(config("dcgan"), digits(), CPU, FastOptions(amp="fp16"))
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the GPU form of the fp16 scaler test needs a CUDA GPU"))])
+def test_fp16_scaler_skips_a_step_with_an_inf_gradient_and_lowers_the_scale(device):
+    stepper = stepper_for(config("dcgan"), digits(), torch.device(device), FastOptions(amp="fp16"))
     st = stepper.state
     run_steps(stepper, 1)
     scale = stepper.scalers["D"].get_scale()
@@ -249,7 +251,9 @@ def test_every_cpu_combination_is_accepted_or_refused():
 
 def test_fast_picks_per_device(monkeypatch):
     opts, line = resolve_options(TrainConfig(fast=True), CPU)
-    assert opts.compile and not opts.cuda_graph and line.startswith("--fast picked compile")
+    assert opts.compile and not opts.cuda_graph and not opts.channels_last and line.startswith("--fast picked compile")
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert opts.amp == ("bf16" if native_bf16 else "none")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "a GPU")
     opts, line = resolve_options(TrainConfig(fast=True), torch.device("cuda"))

@@ -1,0 +1,88 @@
+"""``fastgan bench``: time the train step in several modes against the baseline, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from fastgan.benchmark import suite
+from fastgan.engine.loop import resolve_device
+from fastgan.errors import ConfigError
+
+QUICK_MODES = ("baseline", "eager", "amp", "fast")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time the train step: baseline vs eager, compile, amp, CUDA graph",
+        description="Time one training iteration per mode on synthetic data and print images/s, achieved TFLOP/s, "
+        "peak memory and the speedup over the baseline (a PyTorch-DCGAN-example-style loop) measured in the "
+        "same run. The full suite with JSON output is `pytest bench/test_bench_train_step.py --benchmark-enable`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n  fastgan bench --quick\n  fastgan bench --case dcgan-64 --batch 1024\n"
+        "  fastgan bench --case wgan-gp-64 --mode baseline --mode graph+compile+amp --json wgan.json",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help=f"dcgan-32 only, modes {', '.join(QUICK_MODES)}, 3 timed rounds")
+    p.add_argument("--case", action="append", choices=list(suite.CASES),
+                   help="case to run (repeatable; default dcgan-32 and dcgan-64)")
+    p.add_argument("--mode", action="append", help="mode to run (repeatable; default every mode the device supports; "
+                   f"{', '.join(suite.MODES)}, fast)")
+    p.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 128 on a GPU, 64 on a CPU)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--rounds", type=int, help="timed rounds per case (default 10 on a GPU, 5 on a CPU)")
+    p.add_argument("--json", metavar="PATH", help="also write the rows and the environment as JSON")
+    p.set_defaults(run=run)
+
+
+def _plan(args: argparse.Namespace, device: torch.device) -> list[tuple[str, int, str]]:
+    modes = suite.modes_for(device)
+    wanted = list(QUICK_MODES) if args.quick and not args.mode else (args.mode or list(modes))
+    bad = [m for m in wanted if m not in modes]
+    if bad:
+        raise ConfigError(f"unknown mode '{bad[0]}': choose from {', '.join(modes)}")
+    if "baseline" not in wanted:
+        wanted.insert(0, "baseline")  # every ratio needs its baseline from the same run
+    cases = args.case or (["dcgan-32"] if args.quick else ["dcgan-32", "dcgan-64"])
+    batches = args.batch or [suite.default_batches(device)[0]]
+    if any(b < 1 for b in batches):
+        raise ConfigError("--batch must be at least 1")
+    skipped = [m for m in wanted if suite.unsupported(m, device)]
+    for m in skipped:
+        print(f"skipping {m}: {suite.unsupported(m, device)}", file=sys.stderr)
+    return [(c, b, m) for c in cases for b in batches for m in wanted if m not in skipped]
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    timing = suite.default_timing(device)
+    if args.quick:
+        timing["rounds"] = 3
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise ConfigError("--rounds must be at least 1")
+        timing["rounds"] = args.rounds
+    plan = _plan(args, device)
+    env = suite.environment(device)
+    print(f"device: {env['device']}; torch {env['torch']}; {timing['rounds']} rounds of {timing['per_round']} "
+          f"iteration(s) after {timing['warmup']} warm-up rounds", file=sys.stderr)
+    rows, baseline = [], {}
+    for case, batch, mode in tqdm(plan, desc="bench", unit="case", file=sys.stderr, dynamic_ncols=True):
+        runner = suite.Runner(case, mode, batch, device)
+        seconds = suite.time_rounds(runner, timing["rounds"], timing["per_round"], timing["warmup"])
+        row = suite.record(runner, seconds, timing["per_round"], baseline.get((case, batch)))
+        if mode == "baseline":
+            baseline[(case, batch)] = row["images_per_s"]
+        rows.append(row)
+        del runner
+        suite.release(device)
+    print(suite.table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"environment": env, "timing": timing, "rows": rows}, indent=2) + "\n")
+    return 0
