@@ -51,7 +51,10 @@ def restore(state: TrainState, snap: dict) -> None:
             saved = saved_state.get(p)
             for k, v in st.items():
                 if torch.is_tensor(v):
-                    v.copy_(saved[k]) if saved is not None else v.zero_()
+                    if saved is None:
+                        v.zero_()
+                    else:
+                        v.copy_(saved[k])
 
 
 class GraphStepper(Stepper):
@@ -77,10 +80,10 @@ class GraphStepper(Stepper):
     def _set_capturable(self, on: bool) -> None:
         """Capture with device step counts and tensor LRs. Afterwards the groups read as eager ones
         (host-float LR, capturable off) so checkpoints load anywhere; only the graph steps Adam."""
-        for o, lrs in zip((self.state.opt_d, self.state.opt_g), self.lr_t):
-            for g, lr_t in zip(o.param_groups, lrs):
+        for o, lrs, floats in zip((self.state.opt_d, self.state.opt_g), self.lr_t, self._lr):
+            for g, lr_t, lr in zip(o.param_groups, lrs, floats):
                 g["capturable"] = on
-                g["lr"] = lr_t if on else float(lr_t.item())
+                g["lr"] = lr_t if on else lr  # the host float itself, not its float32 rounding
             if on:
                 for st in o.state.values():
                     if torch.is_tensor(st.get("step")):
