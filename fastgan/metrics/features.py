@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -53,13 +53,11 @@ def exact_fp32(device: torch.device):
 
 @torch.no_grad()
 def extract(nets: dict[str, tuple[FeatureNet, bool]], batches: Iterable[torch.Tensor], device: torch.device,
-            total: int | None = None, desc: str = "features", quiet: bool = False,
-            on_batch: Callable[[dict[str, torch.Tensor | None]], None] | None = None
+            total: int | None = None, desc: str = "features", quiet: bool = False
             ) -> dict[str, tuple[Stats, torch.Tensor | None]]:
     """Run uint8 (B, C, H, W) batches through each ``name: (net, want_logits)`` once.
 
-    Returns ``name: (stats, logits on the CPU or None)``. ``on_batch`` sees each batch's
-    logits by name (the per-label accuracy uses it).
+    Returns ``name: (stats, logits in input order on the CPU, or None)``.
     """
     accs = {k: StatsAccumulator() for k in nets}
     logits: dict[str, list[torch.Tensor]] = {k: [] for k, (_, want) in nets.items() if want}
@@ -67,14 +65,10 @@ def extract(nets: dict[str, tuple[FeatureNet, bool]], batches: Iterable[torch.Te
     with exact_fp32(device), bar:
         for xb in batches:
             x = uint8_to_unit(xb.to(device, non_blocking=True))
-            seen: dict[str, torch.Tensor | None] = {}
             for name, (net, want) in nets.items():
                 f, lg = net(x, logits=want)
                 accs[name].update(f)
                 if want:
                     logits[name].append(lg.float().cpu())
-                seen[name] = lg
-            if on_batch is not None:
-                on_batch(seen)
             bar.update(len(xb))
     return {k: (accs[k].result(), torch.cat(logits[k]) if k in logits else None) for k in nets}

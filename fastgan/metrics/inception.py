@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import urllib.request
 from pathlib import Path
@@ -260,8 +261,7 @@ def _download(dest: Path) -> bool:
     print(f"downloading the FID Inception weights from {PTH_URL}", file=sys.stderr)
     try:
         with urllib.request.urlopen(PTH_URL, timeout=30) as r, open(tmp, "wb") as f:
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                f.write(chunk)
+            shutil.copyfileobj(r, f, 1 << 20)
     except OSError as e:
         print(f"download failed ({e})", file=sys.stderr)
         tmp.unlink(missing_ok=True)

@@ -10,8 +10,8 @@ loader feeds them) are cached on disk per network, image content and count.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -82,27 +82,17 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
     y = torch.arange(e.samples) % k_cls if k_cls else None
     check_labels = "classifier" in nets and k_cls and nets["classifier"][0].arch["num_classes"] == k_cls
 
+    def batches(G: torch.nn.Module):
+        for i in range(0, e.samples, e.batch_size):
+            yb = None if y is None else y[i : i + e.batch_size].to(device)
+            yield quantize(G(z[i : i + e.batch_size].to(device), yb))  # as if saved as PNG
+
     @torch.no_grad()
     def evaluate(G: torch.nn.Module) -> dict[str, float]:
         was_training = G.training
         G.eval()
-        hits = torch.zeros(max(k_cls, 1), dtype=torch.long)
-        pos = [0]
-
-        def batches():
-            for i in range(0, e.samples, e.batch_size):
-                zb = z[i : i + e.batch_size].to(device)
-                yb = None if y is None else y[i : i + e.batch_size].to(device)
-                yield quantize(G(zb, yb))
-
-        def count(logits: dict) -> None:
-            if check_labels:
-                lb = y[pos[0] : pos[0] + len(logits["classifier"])]
-                hits.index_add_(0, lb, (logits["classifier"].argmax(1).cpu() == lb).long())
-                pos[0] += len(lb)
-
         try:
-            out = extract(nets, batches(), device, total=e.samples, desc="eval", quiet=True, on_batch=count)
+            out = extract(nets, batches(G), device, total=e.samples, desc="eval", quiet=True)
         finally:
             G.train(was_training)
         res: dict[str, float] = {}
@@ -116,8 +106,9 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
             res[CLASSIFIER_FID] = stats_to_fid(stats, ref["classifier"])
             res[CLASSIFIER_IS] = logits_to_is(logits)[IS_MEAN]
             if check_labels:
-                per = hits.double() / torch.bincount(y, minlength=k_cls).double()
-                res[CLASSIFIER_ACC] = float(hits.sum()) / e.samples
+                hit = (logits.argmax(1) == y).double()
+                res[CLASSIFIER_ACC] = float(hit.mean())
+                per = torch.zeros(k_cls, dtype=torch.float64).index_add_(0, y, hit) / torch.bincount(y, minlength=k_cls)
                 res.update({f"{CLASSIFIER_ACC}_{i}": float(v) for i, v in enumerate(per)})
         return res
 

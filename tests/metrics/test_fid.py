@@ -43,7 +43,7 @@ def make_pair(d, n1, n2, seed=0):
     return features_to_stats(f1), features_to_stats(f2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pair_and_reference(d, n1, n2, seed=0):
     """Statistics and their pytorch-fid value, computed once per case (sqrtm is the slow part)."""
     s1, s2 = make_pair(d, n1, n2, seed)
