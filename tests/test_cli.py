@@ -168,6 +168,9 @@ def test_checkpoint_that_is_not_fastgan(capsys, tmp_path):
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {"w": torch.zeros(3)}}, other)
     assert_user_error(*run_cli(capsys, "sample", other)[::2], "is not a fastgan checkpoint")
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    assert_user_error(*run_cli(capsys, "sample", text)[::2], "truncated or corrupt")
 
 
 def test_checkpoint_from_another_model(capsys, tiny_run, tmp_path):
