@@ -18,6 +18,7 @@ def pytest_addoption(parser):
                 help="batch size, repeatable (default 128 and 1024 on a GPU, 64 on a CPU)")
     g.addoption("--bench-rounds", type=int, help="timed rounds per case (default 10 on a GPU, 5 on a CPU)")
     g.addoption("--bench-per-round", type=int, help="iterations per timed round (default 20 on a GPU, 1 on a CPU)")
+    g.addoption("--bench-threads", type=int, help="torch CPU threads (default torch's; 1 is steadier on a shared machine)")
 
 
 @pytest.fixture(scope="session")

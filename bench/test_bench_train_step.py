@@ -16,6 +16,7 @@ step), peak memory, speedup over the baseline, device name and library versions 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from fastgan.benchmark import suite
 from fastgan.engine.loop import resolve_device
@@ -40,6 +41,8 @@ def test_train_step(benchmark, case_mode_batch, train_step_rows, request):
     why = suite.unsupported(mode, device)
     if why:
         pytest.skip(why)
+    if request.config.getoption("--bench-threads"):
+        torch.set_num_threads(request.config.getoption("--bench-threads"))
     runner = suite.Runner(case, mode, batch, device)
     if benchmark.disabled:
         runner.run(1)

@@ -212,11 +212,12 @@ def environment(device: torch.device) -> dict[str, str | int | None]:
     }
 
 
-def record(runner: Runner, round_seconds: list[float], per_round: int, baseline_ips: float | None) -> dict:
+def record(runner: Runner, round_seconds: list[float], per_round: int, baseline_ips: float | None,
+           peak_mib: float | None = None) -> dict:
     """The numbers of one measured case, as stored in the JSON and printed in the table."""
     median = statistics.median(round_seconds)
     ips = runner.images_per_iteration * per_round / median
-    peak = peak_memory_mib(runner.device)  # before the FLOP count builds its own runner
+    peak = peak_memory_mib(runner.device) if peak_mib is None else peak_mib  # before the FLOP count's runner
     flops = iteration_flops(runner.case, runner.batch, runner.mode == "baseline", runner.device)
     return {
         "case": runner.case, "mode": runner.mode, "batch": runner.batch,
@@ -229,16 +230,30 @@ def record(runner: Runner, round_seconds: list[float], per_round: int, baseline_
     }
 
 
-def time_rounds(runner: Runner, rounds: int, per_round: int, warmup: int) -> list[float]:
-    """Seconds per round of ``per_round`` iterations, after ``warmup`` untimed rounds."""
+def time_round(runner: Runner, per_round: int) -> float:
+    t0 = time.perf_counter()
+    runner.run(per_round)
+    return time.perf_counter() - t0
+
+
+def warm_runner(case: str, mode: str, batch: int, device: torch.device, warmup: int, per_round: int
+                ) -> tuple[Runner, float]:
+    """A runner past compilation, autotuning and capture, and the peak memory its own state and steps took."""
+    base = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    reset_peak(device)
+    runner = Runner(case, mode, batch, device)
     for _ in range(warmup):
         runner.run(per_round)
-    reset_peak(runner.device)
-    out = []
+    return runner, peak_memory_mib(device) - base
+
+
+def time_interleaved(runners: list[Runner], rounds: int, per_round: int) -> list[list[float]]:
+    """Round r of every runner before round r + 1 of any: load changes on a shared machine (or clock
+    changes on a GPU) then hit every mode alike, and the ratios stay fair."""
+    out: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        runner.run(per_round)
-        out.append(time.perf_counter() - t0)
+        for times, runner in zip(out, runners):
+            times.append(time_round(runner, per_round))
     return out
 
 

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    f"{', '.join(suite.MODES)}, fast)")
     p.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 128 on a GPU, 64 on a CPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--rounds", type=int, help="timed rounds per case (default 10 on a GPU, 5 on a CPU)")
+    p.add_argument("--rounds", type=int, help="timed rounds per mode (default 10 on a GPU, 5 on a CPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default torch's; 1 is steadier on a shared machine)")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the environment as JSON")
     p.set_defaults(run=run)
 
@@ -61,6 +62,8 @@ def _plan(args: argparse.Namespace, device: torch.device) -> list[tuple[str, int
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     timing = suite.default_timing(device)
     if args.quick:
         timing["rounds"] = 3
@@ -70,18 +73,24 @@ def run(args: argparse.Namespace) -> int:
         timing["rounds"] = args.rounds
     plan = _plan(args, device)
     env = suite.environment(device)
-    print(f"device: {env['device']}; torch {env['torch']}; {timing['rounds']} rounds of {timing['per_round']} "
-          f"iteration(s) after {timing['warmup']} warm-up rounds", file=sys.stderr)
-    rows, baseline = [], {}
-    for case, batch, mode in tqdm(plan, desc="bench", unit="case", file=sys.stderr, dynamic_ncols=True):
-        runner = suite.Runner(case, mode, batch, device)
-        seconds = suite.time_rounds(runner, timing["rounds"], timing["per_round"], timing["warmup"])
-        row = suite.record(runner, seconds, timing["per_round"], baseline.get((case, batch)))
-        if mode == "baseline":
-            baseline[(case, batch)] = row["images_per_s"]
-        rows.append(row)
-        del runner
+    print(f"device: {env['device']}; torch {env['torch']}, {env['torch_threads']} threads; {timing['rounds']} rounds "
+          f"of {timing['per_round']} iteration(s), interleaved across modes, after {timing['warmup']} warm-up rounds",
+          file=sys.stderr)
+    rows = []
+    bar = tqdm(total=len(plan), desc="bench", unit="mode", file=sys.stderr, dynamic_ncols=True)
+    for case, batch in dict.fromkeys((c, b) for c, b, _ in plan):  # the modes of one case are alive together
+        modes = [m for c, b, m in plan if (c, b) == (case, batch)]
+        warm = [suite.warm_runner(case, m, batch, device, timing["warmup"], timing["per_round"]) for m in modes]
+        times = suite.time_interleaved([r for r, _ in warm], timing["rounds"], timing["per_round"])
+        base = None
+        for (runner, peak), seconds in zip(warm, times):
+            row = suite.record(runner, seconds, timing["per_round"], base, peak)
+            base = base or (row["images_per_s"] if runner.mode == "baseline" else None)
+            rows.append(row)
+            bar.update(1)
+        del warm
         suite.release(device)
+    bar.close()
     print(suite.table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"environment": env, "timing": timing, "rows": rows}, indent=2) + "\n")
