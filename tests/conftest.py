@@ -12,6 +12,27 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _import_triton_interpreted() -> None:
+    """Without CUDA, make Triton's once-per-process mode the interpreter (tests/kernels runs the kernels
+    on CPU tensors with it). This must happen before anything imports torch._dynamo, which imports
+    triton.language; the variable itself is restored at once, so no other test sees it."""
+    prev = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    except ImportError:
+        pass  # the triton extra is optional: tests/kernels skips
+    finally:
+        if prev is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = prev
+
+
+if not torch.cuda.is_available():
+    _import_triton_interpreted()
+
+
 def shared_data_dir() -> Path:
     return Path(os.environ.get("FASTGAN_DATA") or REPO.parent / "shared" / "data")
 

@@ -1,9 +1,10 @@
 """Kernel tests: Triton's CPU interpreter without a GPU, the compiled kernels on a CUDA machine.
 
 Triton chooses interpreter or compiler once per process, when ``triton.language`` is first imported
-(see fastgan/kernels/runtime.py). So without CUDA this file, loaded while pytest collects this folder
-and before any test runs, sets TRITON_INTERPRET=1, imports triton.language and restores the variable at
-once; ``_interpret`` sets it again around each test of this folder only. Tests elsewhere never see the
+(see fastgan/kernels/runtime.py), and ``import torch._dynamo`` imports it too. So without CUDA the root
+tests/conftest.py, loaded before any test module is collected, sets TRITON_INTERPRET=1, imports
+triton.language and restores the variable at once; ``_interpret`` sets it again around each test of
+this folder only. Tests elsewhere never see the
 variable (nor do their subprocesses) and behave as if this file had not run: without the variable a CPU
 tensor asked for ``impl="triton"`` falls back to torch, loudly, as it would anyway. On a CUDA machine
 nothing is set and the same tests run the compiled kernels on the GPU.
@@ -11,30 +12,10 @@ nothing is set and the same tests run the compiled kernels on the GPU.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 ON_GPU = torch.cuda.is_available()
-
-
-def _import_triton_interpreted() -> None:
-    prev = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        import triton.language  # noqa: F401
-    except ImportError:
-        pass  # the `device` fixture skips: the triton extra is optional
-    finally:
-        if prev is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = prev
-
-
-if not ON_GPU:
-    _import_triton_interpreted()
 
 
 @pytest.fixture(autouse=True)
