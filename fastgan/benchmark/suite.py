@@ -21,15 +21,21 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastgan.config import Config, load_config
 from fastgan.data import ImageDataset
-from fastgan.engine.fast import FastOptions, best_options, check_options, device_name, stepper_for
+from fastgan.engine.fast import (
+    FastOptions,
+    best_options,
+    check_options,
+    device_name,
+    stepper_for,
+)
 from fastgan.errors import ConfigError
 
 

@@ -11,8 +11,8 @@ functions can later run compiled or inside a captured CUDA graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
