@@ -35,11 +35,11 @@ def test_bench_refuses_an_unknown_mode(capsys):
 
 
 def test_baseline_loop_trains_the_same_architecture():
-    """Same G and D, so nearly the same FLOPs: the example-style loop reuses the D step's fake batch for
-    the G step (one G forward fewer per iteration); the WGAN-GP loop matches the step's work."""
+    """Same G and D, so about the same FLOPs: the example-style loop reuses the D step's fake batch for the
+    G step (one G forward fewer) but computes D's weight gradients there too (about one D forward more)."""
     step = suite.iteration_flops("dcgan-28", 8, False, CPU)  # counted once per case: shared with the test above
     base = suite.iteration_flops("dcgan-28", 8, True, CPU)
-    assert 0.8 * step < base < step, (base, step)
+    assert abs(base / step - 1) < 0.1, (base, step)
     runner = suite.Runner("dcgan-28", "baseline", 8, CPU)
     loop = runner.iteration.__self__
     before = [p.detach().clone() for p in (*loop.G.parameters(), *loop.D.parameters())]
