@@ -90,6 +90,14 @@ def test_dry_run_prints_resolved_config(capsys):
     assert cfg["optim"]["n_critic"] == 3 and cfg["loss"]["kind"] == "wgan-gp" and cfg["model"]["d_norm"] == "none"
 
 
+def test_flag_shortcuts_reach_the_config(capsys):
+    rc, out, _ = run_cli(capsys, "train", "--amp", "--eval-every", 500, "--patience", 3, "--kernels", "torch",
+                         "--dry-run")
+    assert rc == 0
+    cfg = json.loads(out)
+    assert (cfg["train"]["amp"], cfg["eval"]["every"], cfg["eval"]["patience"]) == ("bf16", 500, 3)
+
+
 def test_presets_lists_every_preset(capsys):
     rc, out, _ = run_cli(capsys, "presets")
     assert rc == 0

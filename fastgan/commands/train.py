@@ -11,7 +11,8 @@ from fastgan.engine.loop import find_resume, train
 _SHORTCUTS = {"steps": "train.steps", "batch_size": "train.batch_size", "out": "train.out",
               "device": "train.device", "seed": "train.seed", "kernels": "model.kernels",
               "compile": "train.compile", "amp": "train.amp", "channels_last": "train.channels_last",
-              "cuda_graph": "train.cuda_graph", "fast": "train.fast"}
+              "cuda_graph": "train.cuda_graph", "fast": "train.fast", "eval_every": "eval.every",
+              "patience": "eval.patience"}
 
 
 def add_parser(sub) -> None:
@@ -37,14 +38,19 @@ def add_parser(sub) -> None:
                    help="BatchNorm+activation and gradient-penalty kernels (model.kernels)")
     fast = p.add_argument_group("fast paths (same math; every combination runs or is refused with the reason)")
     fast.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D (train.compile)")
-    fast.add_argument("--amp", choices=("none", "bf16", "fp16"),
-                      help="autocast: bf16 without scaler, fp16 with checkpointed gradient scalers (train.amp)")
+    fast.add_argument("--amp", nargs="?", const="bf16", choices=("none", "bf16", "fp16"),
+                      help="autocast: bf16 (the default of a bare --amp) without scaler, fp16 with checkpointed "
+                      "gradient scalers (train.amp)")
     fast.add_argument("--channels-last", action="store_true", default=None,
                       help="NHWC weights and activations (train.channels_last)")
     fast.add_argument("--cuda-graph", action="store_true", default=None,
                       help="capture the whole iteration as one CUDA graph and replay it; CUDA only (train.cuda_graph)")
     fast.add_argument("--fast", action="store_true", default=None,
                       help="the best of the above that this device supports; prints what it picked (train.fast)")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="compute FID (and classifier metrics) every N steps, keep best.pt (eval.every)")
+    p.add_argument("--patience", type=int, metavar="K",
+                   help="stop after K evaluations without improvement (eval.patience)")
     p.add_argument("--resume", metavar="auto|PATH", help="continue a run from its newest checkpoint or from PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
