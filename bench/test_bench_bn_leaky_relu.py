@@ -20,53 +20,18 @@ shapes. These numbers decide which path ``impl="auto"`` should pick per device.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import pytest
 import torch
 
+from fastgan.benchmark.timing import INNER, ROUNDS, copy_bandwidth, median_per_op, sync
 from fastgan.kernels.bn_leaky_relu import bn_leaky_relu, bn_leaky_relu_ref
 
-INNER = 20  # op calls per timed call
-ROUNDS = 15
 # (C, H, W, negative_slope): G's first BN (4x4), D's middle BN (16x16, leaky), G's last BN (largest)
 GPU_LAYERS = [(512, 4, 4, 0.0), (128, 16, 16, 0.2), (64, 32, 32, 0.0)]
 FORMATS = {"fp32-nchw": (torch.float32, False), "bf16-cl": (torch.bfloat16, True)}
 CASES = [("cuda", (b, c, h, w), slope, fmt) for b in (128, 1024) for c, h, w, slope in GPU_LAYERS for fmt in FORMATS]
 CASES.append(("cpu", (8, 16, 8, 8), 0.2, "fp32-nchw"))  # the smoke case
 IMPLS = ["triton", "torch", "compile"]
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _median_per_op(fn, device: str) -> float:
-    times = []
-    for _ in range(ROUNDS):
-        t = time.perf_counter()
-        for _ in range(INNER):
-            fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) / INNER
-
-
-_copy_gbps: dict[str, float] = {}
-
-
-def copy_bandwidth(device: str) -> float:
-    """Measured device copy bandwidth in GB/s (read + write of a 256 MiB fp32 buffer; 32 MiB on a CPU)."""
-    if device not in _copy_gbps:
-        n = (64 if device == "cuda" else 8) * 2**20
-        src = torch.randn(n, device=device)
-        dst = torch.empty_like(src)
-        dst.copy_(src)
-        _sync(device)
-        _copy_gbps[device] = 2 * src.numel() * 4 / _median_per_op(lambda: dst.copy_(src), device) / 1e9
-    return _copy_gbps[device]
 
 
 def _env(device: str) -> dict:
@@ -110,12 +75,12 @@ def test_bn_leaky_relu(benchmark, device, shape, slope, fmt, impl, mode):
     step = step_of(op_of(impl))
     for _ in range(3):  # warm-up: compilation and autotuning stay out of the timings
         step()
-    _sync(device)
+    sync(device)
 
     def timed():
         for _ in range(INNER):
             step()
-        _sync(device)
+        sync(device)
 
     benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1)
     elem = x.element_size() * x.numel()
@@ -129,6 +94,6 @@ def test_bn_leaky_relu(benchmark, device, shape, slope, fmt, impl, mode):
         info.update(per_op_us=per_op * 1e6, gbps=gbps, copy_gbps=copy_bandwidth(device),
                     fraction_of_copy=gbps / copy_bandwidth(device))
         if impl != "torch":
-            eager = _median_per_op(step_of(op_of("torch")), device)
+            eager = median_per_op(step_of(op_of("torch")), device)
             info.update(eager_us=eager * 1e6, speedup_vs_eager=eager / per_op)
     benchmark.extra_info.update(info)

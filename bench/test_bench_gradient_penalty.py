@@ -12,12 +12,10 @@ images and writes one; the penalty reads g (forward) and reads g and writes dg a
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import pytest
 import torch
 
+from fastgan.benchmark.timing import INNER, ROUNDS, copy_bandwidth, median_per_op, sync
 from fastgan.kernels.gradient_penalty import (
     gradient_norm_penalty,
     gradient_norm_penalty_ref,
@@ -25,43 +23,10 @@ from fastgan.kernels.gradient_penalty import (
     interpolate_ref,
 )
 
-INNER = 20  # op calls per timed call
-ROUNDS = 15
 CASES = [("cuda", (b, *img)) for b in (128, 1024) for img in ((1, 32, 32), (3, 64, 64))]
 CASES.append(("cpu", (8, 1, 16, 16)))  # the smoke case
 OPS = {"interpolate": 3, "penalty-fwd": 1, "penalty-fwd+bwd": 3}  # op -> minimal traffic in image sizes
 IMPLS = ["triton", "torch", "compile"]
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _median_per_op(fn, device: str) -> float:
-    times = []
-    for _ in range(ROUNDS):
-        t = time.perf_counter()
-        for _ in range(INNER):
-            fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) / INNER
-
-
-_copy_gbps: dict[str, float] = {}
-
-
-def copy_bandwidth(device: str) -> float:
-    """Measured device copy bandwidth in GB/s (read + write of a 256 MiB fp32 buffer; 32 MiB on a CPU)."""
-    if device not in _copy_gbps:
-        n = (64 if device == "cuda" else 8) * 2**20
-        src = torch.randn(n, device=device)
-        dst = torch.empty_like(src)
-        dst.copy_(src)
-        _sync(device)
-        _copy_gbps[device] = 2 * src.numel() * 4 / _median_per_op(lambda: dst.copy_(src), device) / 1e9
-    return _copy_gbps[device]
 
 
 def _step(op: str, impl: str, real, fake, eps, g):
@@ -94,12 +59,12 @@ def test_gradient_penalty(benchmark, device, shape, op, impl):
     step = _step(op, impl, real, fake, eps, g)
     for _ in range(3):  # warm-up: compilation stays out of the timings
         step()
-    _sync(device)
+    sync(device)
 
     def timed():
         for _ in range(INNER):
             step()
-        _sync(device)
+        sync(device)
 
     benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1)
     import triton
@@ -113,6 +78,6 @@ def test_gradient_penalty(benchmark, device, shape, op, impl):
         info.update(per_op_us=per_op * 1e6, gbps=gbps, copy_gbps=copy_bandwidth(device),
                     fraction_of_copy=gbps / copy_bandwidth(device))
         if impl != "torch":
-            eager = _median_per_op(_step(op, "torch", real, fake, eps, g), device)
+            eager = median_per_op(_step(op, "torch", real, fake, eps, g), device)
             info.update(eager_us=eager * 1e6, speedup_vs_eager=eager / per_op)
     benchmark.extra_info.update(info)
