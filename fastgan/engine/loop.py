@@ -229,10 +229,10 @@ class Trainer:
         return out
 
     def run(self) -> RunResult:
-        cfg, st, t = self.cfg, self.state, self.cfg.train
+        st, t = self.state, self.cfg.train
         self._write_config()
         self._trim_metrics()
-        start_step, t0 = st.step, time.perf_counter()
+        t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         n_acc = 0
         last: dict[str, float] = {}
