@@ -23,7 +23,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastgan.benchmark.timing import INNER, ROUNDS, copy_bandwidth, median_per_op, sync
+from fastgan.benchmark.timing import bench_op
 from fastgan.kernels.bn_leaky_relu import bn_leaky_relu, bn_leaky_relu_ref
 
 # (C, H, W, negative_slope): G's first BN (4x4), D's middle BN (16x16, leaky), G's last BN (largest)
@@ -72,28 +72,11 @@ def test_bn_leaky_relu(benchmark, device, shape, slope, fmt, impl, mode):
             return op
         return lambda: torch.autograd.grad(op(), (x, w, b), dy)  # grad, not backward: no accumulation traffic
 
-    step = step_of(op_of(impl))
-    for _ in range(3):  # warm-up: compilation and autotuning stay out of the timings
-        step()
-    sync(device)
-
-    def timed():
-        for _ in range(INNER):
-            step()
-        sync(device)
-
-    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1)
     elem = x.element_size() * x.numel()
     info = {**_env(device), "impl": impl, "mode": mode, "shape": list(shape), "format": fmt,
             "negative_slope": slope, "min_bytes": elem * (2 if mode == "fwd" else 5)}
     if impl == "triton":  # its own passes: stats read x, apply reads x writes y; backward 2 + 3 more
         info["kernel_bytes"] = elem * (3 if mode == "fwd" else 8)
-    if benchmark.stats is not None:
-        per_op = benchmark.stats.stats.median / INNER
-        gbps = info["min_bytes"] / per_op / 1e9
-        info.update(per_op_us=per_op * 1e6, gbps=gbps, copy_gbps=copy_bandwidth(device),
-                    fraction_of_copy=gbps / copy_bandwidth(device))
-        if impl != "torch":
-            eager = median_per_op(step_of(op_of("torch")), device)
-            info.update(eager_us=eager * 1e6, speedup_vs_eager=eager / per_op)
+    eager = None if impl == "torch" else (lambda: step_of(op_of("torch")))
+    info.update(bench_op(benchmark, step_of(op_of(impl)), device, info["min_bytes"], eager))
     benchmark.extra_info.update(info)

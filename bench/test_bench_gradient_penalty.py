@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastgan.benchmark.timing import INNER, ROUNDS, copy_bandwidth, median_per_op, sync
+from fastgan.benchmark.timing import bench_op
 from fastgan.kernels.gradient_penalty import (
     gradient_norm_penalty,
     gradient_norm_penalty_ref,
@@ -56,28 +56,11 @@ def test_gradient_penalty(benchmark, device, shape, op, impl):
     real, fake = torch.randn(shape, device=device), torch.randn(shape, device=device)
     eps = torch.rand(shape[0], device=device)
     g = (torch.randn(shape, device=device) * 0.02).requires_grad_(op == "penalty-fwd+bwd")
-    step = _step(op, impl, real, fake, eps, g)
-    for _ in range(3):  # warm-up: compilation stays out of the timings
-        step()
-    sync(device)
-
-    def timed():
-        for _ in range(INNER):
-            step()
-        sync(device)
-
-    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1)
     import triton
 
     info = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
             "triton": triton.__version__, "impl": impl, "op": op, "shape": list(shape),
             "min_bytes": OPS[op] * real.numel() * real.element_size()}
-    if benchmark.stats is not None:
-        per_op = benchmark.stats.stats.median / INNER
-        gbps = info["min_bytes"] / per_op / 1e9
-        info.update(per_op_us=per_op * 1e6, gbps=gbps, copy_gbps=copy_bandwidth(device),
-                    fraction_of_copy=gbps / copy_bandwidth(device))
-        if impl != "torch":
-            eager = median_per_op(_step(op, "torch", real, fake, eps, g), device)
-            info.update(eager_us=eager * 1e6, speedup_vs_eager=eager / per_op)
+    eager = None if impl == "torch" else (lambda: _step(op, "torch", real, fake, eps, g))
+    info.update(bench_op(benchmark, _step(op, impl, real, fake, eps, g), device, info["min_bytes"], eager))
     benchmark.extra_info.update(info)

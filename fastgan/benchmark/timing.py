@@ -42,3 +42,30 @@ def copy_bandwidth(device: str) -> float:
         sync(device)
         _copy_gbps[device] = 2 * src.numel() * 4 / median_per_op(lambda: dst.copy_(src), device) / 1e9
     return _copy_gbps[device]
+
+
+def bench_op(benchmark, step: Callable[[], object], device: str, min_bytes: int,
+             make_eager: Callable[[], Callable[[], object]] | None = None) -> dict[str, float]:
+    """Time ``step`` with pytest-benchmark (INNER calls per synchronised round, after a warm-up that keeps
+    compilation and autotuning out) and return its per-op time, effective GB/s over ``min_bytes``, that as a
+    fraction of the measured copy bandwidth, and, given ``make_eager``, the speedup over the eager reference."""
+    for _ in range(3):
+        step()
+    sync(device)
+
+    def timed():
+        for _ in range(INNER):
+            step()
+        sync(device)
+
+    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1)
+    if benchmark.stats is None:  # --benchmark-disable: the case ran once, nothing was measured
+        return {}
+    per_op = benchmark.stats.stats.median / INNER
+    gbps = min_bytes / per_op / 1e9
+    info = {"per_op_us": per_op * 1e6, "gbps": gbps, "copy_gbps": copy_bandwidth(device),
+            "fraction_of_copy": gbps / copy_bandwidth(device)}
+    if make_eager is not None:
+        eager = median_per_op(make_eager(), device)
+        info.update(eager_us=eager * 1e6, speedup_vs_eager=eager / per_op)
+    return info
