@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from fastgan.benchmark import suite
-from fastgan.engine.loop import resolve_device
+from fastgan.devices import resolve_device
 
 
 def _device(config):

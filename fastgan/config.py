@@ -31,6 +31,11 @@ class ModelConfig:
     d_dropout: float = 0.0  # dropout probability after each D activation (a D stabiliser)
     kernels: str = "torch"  # BatchNorm+activation implementation: torch | triton | auto
 
+    @property
+    def label_classes(self) -> int:
+        """Classes G and D are conditioned on: ``num_classes`` for conditional models, 0 otherwise."""
+        return self.num_classes if self.conditioning != "none" else 0
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from fastgan.commands.sample import load_generator
+from fastgan.engine.checkpoint import load_generator
 from fastgan.config import load_config
 from fastgan.engine.loop import train
 from fastgan.models import build_generator

@@ -16,7 +16,7 @@ from torch import nn
 
 from fastgan.config import Config
 from fastgan.data import ImageDataset
-from fastgan.data.loader import resize_uint8, to_unit_range
+from fastgan.data.augment import resize_uint8, to_unit_range
 from fastgan.models import build_models
 
 HOST_BATCHES = 4  # pre-made host batches cycled, as if DataLoader workers kept up
@@ -29,7 +29,7 @@ class BaselineLoop:
         self.G, self.D = (net.to(device) for net in build_models(m))
         self.device, self.cfg = device, cfg
         self.B, self.z_dim, self.n_critic = cfg.train.batch_size, m.z_dim, o.n_critic
-        self.k = m.num_classes if m.conditioning != "none" else 0
+        self.k = m.label_classes
         self.acgan, self.wgan = m.conditioning == "acgan", cfg.loss.kind == "wgan-gp"
         self.sigmoid, self.criterion, self.aux_criterion = nn.Sigmoid(), nn.BCELoss(), nn.CrossEntropyLoss()
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.d_lr, betas=o.d_betas)

@@ -29,13 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fastgan.config import Config, load_config
 from fastgan.data import ImageDataset
-from fastgan.engine.fast import (
-    FastOptions,
-    best_options,
-    check_options,
-    device_name,
-    stepper_for,
-)
+from fastgan.devices import device_name
+from fastgan.engine.build import resolve_for_dataset, stepper_for
+from fastgan.engine.fast import FastOptions, best_options, check_options
 from fastgan.errors import ConfigError
 
 
@@ -142,8 +138,6 @@ class Runner:
         opts = mode_options(mode, device)
         if opts is None:
             from fastgan.benchmark.baseline import BaselineLoop
-            from fastgan.engine.loop import resolve_for_dataset
-
             self.iteration: Callable[[], None] = BaselineLoop(resolve_for_dataset(cfg, ds), ds, device).step
             return
         if opts.amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from fastgan.benchmark import suite
-from fastgan.engine.loop import resolve_device
+from fastgan.devices import resolve_device
 from fastgan.errors import ConfigError
 
 QUICK_MODES = ("baseline", "eager", "amp", "fast")

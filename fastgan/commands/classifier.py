@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fastgan.config import DataConfig, EvalConfig
 from fastgan.data import SOURCES, load_dataset
-from fastgan.engine.loop import resolve_device
+from fastgan.devices import resolve_device
+from fastgan.engine.checkpoint import load_generator
 from fastgan.errors import ConfigError
 from fastgan.metrics.classifier import ClassifierConfig, default_path, save_classifier, train_classifier
 
@@ -59,7 +60,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from fastgan.commands.sample import load_generator
     from fastgan.metrics.training import make_evaluator
 
     device = resolve_device(args.device)

@@ -82,7 +82,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from fastgan.data import SOURCES
-    from fastgan.data.cache import prepare_source
+    from fastgan.data.registry import prepare_source
 
     name, root = args.source, args.root
     if name not in SOURCES:

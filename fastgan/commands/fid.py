@@ -5,7 +5,7 @@ import json
 import sys
 
 from fastgan.config import EvalConfig
-from fastgan.engine.loop import resolve_device
+from fastgan.devices import resolve_device
 from fastgan.errors import FastganError
 from fastgan.metrics.features import extract
 from fastgan.metrics.fid import FID, IMPLS, load_stats, resolve_impl, save_stats, stats_to_fid

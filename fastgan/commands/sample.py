@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from fastgan.engine.checkpoint import config_of, describe_load_error, load_checkpoint
-from fastgan.engine.loop import generate, resolve_device
-from fastgan.errors import CheckpointError, ConfigError, FastganError
+from fastgan.devices import resolve_device
+from fastgan.engine.checkpoint import load_generator
+from fastgan.engine.sampling import generate
+from fastgan.errors import ConfigError
 from fastgan.images import make_grid, save_npz, save_png, to_uint8
-from fastgan.models import build_generator
 
 
 def add_parser(sub) -> None:
@@ -52,24 +52,6 @@ def parse_labels(text: str | None, n: int, num_classes: int) -> torch.Tensor | N
     return torch.tensor(vals)[torch.arange(n) % len(vals)]
 
 
-def load_generator(path: str | Path, device: torch.device, use_ema: bool = True):
-    """(G in eval mode, its config, the checkpoint) from a fastgan checkpoint."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt.get("models"), dict) or not isinstance(ckpt["models"].get("G"), dict):
-        raise CheckpointError(f"{path} is a fastgan file without generator weights: pass a checkpoint of `fastgan train`")
-    cfg = config_of(ckpt)
-    G = build_generator(cfg.model)
-    sd = ckpt["models"]["G_ema"] if use_ema and ckpt["models"].get("G_ema") is not None else ckpt["models"]["G"]
-    try:
-        G.load_state_dict(sd)
-    except RuntimeError as e:
-        raise FastganError(
-            f"checkpoint {path} holds a generator that does not match its config ({describe_load_error(e)}): "
-            "it was altered or comes from another model"
-        ) from None
-    return G.to(device).eval(), cfg, ckpt
-
-
 def _sample_onnx(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """(images, labels, classes) from an exported model; the latents are the checkpoint path's (same seed)."""
     if args.no_ema:
@@ -99,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         device = resolve_device(args.device)
         G, cfg, _ = load_generator(args.checkpoint, device, not args.no_ema)
-        k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
+        k = cfg.model.label_classes
         y = parse_labels(args.labels, args.num, k)
         gen = torch.Generator().manual_seed(args.seed)
         z = torch.randn(args.num, cfg.model.z_dim, generator=gen)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,19 +51,3 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-def data_home() -> Path:
-    """Where datasets live when ``data.root`` is empty: $FASTGAN_DATA, else ./data."""
-    return Path(os.environ.get("FASTGAN_DATA") or "data")
-
-
-def resolve_root(root: str, folder: str) -> Path:
-    return Path(root).expanduser() if root else data_home() / folder
-
-
-def cache_home(cache_dir: str = "") -> Path:
-    """Where decoded caches live: ``data.cache_dir``, else $FASTGAN_CACHE, else ~/.cache/fastgan."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("FASTGAN_CACHE") or Path.home() / ".cache" / "fastgan")

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fastgan.config import DataConfig
-from fastgan.data.base import ImageDataset, cache_home
+from fastgan.data.base import ImageDataset
+from fastgan.paths import cache_home
 from fastgan.data.folder import celeba_source, folder_source
 from fastgan.data.imagenet import IMAGENET_SETS, NpzBatches, imagenet_batches
 from fastgan.data.items import ItemSource
@@ -68,21 +67,3 @@ def cached_dataset(cfg: DataConfig, name: str) -> ImageDataset:
         print(f"{why} the {r} px cache of '{name}' in {out}", file=sys.stderr)
         _build(src, r, out, cfg.prepare_workers, False, fingerprint)
     return open_prepared(out, src if isinstance(src, ItemSource) else None)
-
-
-def prepare_source(cfg: DataConfig, resolution: int, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """`fastgan data prepare`: any source into ``out`` (decoded ones with worker processes)."""
-    name = cfg.dataset
-    if name in DECODED:
-        src = decoded_source(cfg, name)
-        return _build(src, resolution, out, cfg.prepare_workers, quiet, _fingerprint(src))
-    from fastgan.data import load_dataset  # array sources load whole, then resize
-
-    ds = load_dataset(cfg)
-    x = ds.images.numpy()
-    y = None if ds.labels is None else ds.labels.numpy()
-    h = hashlib.sha256(np.ascontiguousarray(x).data)
-    if y is not None:
-        h.update(np.ascontiguousarray(y).data)
-    return prepare_arrays(name, [(x, y)], ds.channels, resolution, out, list(ds.class_names), y is not None,
-                          {"split": cfg.split}, h.hexdigest(), quiet, len(x))

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastgan.data.base import ImageDataset, resolve_root
+from fastgan.data.base import ImageDataset
+from fastgan.paths import resolve_root
 from fastgan.errors import DataError
 
 CIFAR_SETS = {

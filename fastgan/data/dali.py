@@ -18,7 +18,7 @@ from PIL import Image
 
 from fastgan.data.base import ImageDataset
 from fastgan.data.items import centre_square
-from fastgan.data.loader import Draw, _check_pad, augment, draw
+from fastgan.data.augment import Draw, augment, check_pad, draw
 from fastgan.errors import DataError
 
 INSTALL = "pip install 'fastgan[dali]' (the nvidia-dali-cuda120 package)"
@@ -75,7 +75,7 @@ class DaliLoader:
         if dataset.origin is None:
             raise DataError(f"the dali loader decodes image folders, CelebA and LSUN; dataset '{dataset.name}' is "
                             "already decoded: use --set data.loader=device or stream")
-        _check_pad(crop_pad, resolution)
+        check_pad(crop_pad, resolution)
         self.src, self.resolution, self.device = dataset.origin, resolution, device
         self.hflip, self.pad, self.n = hflip, crop_pad, len(dataset)
         self.labels = None if dataset.labels is None else dataset.labels.to(device)

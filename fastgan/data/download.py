@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fastgan.data.base import resolve_root
+from fastgan.paths import resolve_root
 from fastgan.data.idx import EMNIST_SETS
 from fastgan.data.imagenet import HOW_TO_GET as IMAGENET_HOW, IMAGENET_SETS
 from fastgan.data.lsun import HOW_TO_GET as LSUN_HOW, LSUN_SETS

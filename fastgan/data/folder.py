@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
-from fastgan.data.base import resolve_root
+from fastgan.paths import resolve_root
 from fastgan.data.items import IMAGE_EXTENSIONS, FileItems, ItemSource, list_images
 from fastgan.errors import DataError
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastgan.data.base import ImageDataset, resolve_root
+from fastgan.data.base import ImageDataset
+from fastgan.paths import resolve_root
 from fastgan.errors import DataError
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
-from fastgan.data.base import resolve_root
+from fastgan.paths import resolve_root
 from fastgan.errors import DataError
 
 IMAGENET_SETS = {"imagenet32": 32, "imagenet64": 64}

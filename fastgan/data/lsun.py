@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
-from fastgan.data.base import resolve_root
+from fastgan.paths import resolve_root
 from fastgan.data.items import ItemSource
 from fastgan.errors import DataError
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fastgan.data.augment import resize_uint8  # the loaders' resizer, so both paths give the same pixels
 from fastgan.data.base import ImageDataset
 from fastgan.data.items import ItemSource, decode_image
 from fastgan.errors import DataError
@@ -174,8 +175,6 @@ def prepare_arrays(name: str, batches: Iterable[tuple[np.ndarray, np.ndarray | N
                    resolution: int, out: Path, class_names: list[str], labelled: bool, params: dict[str, Any],
                    fingerprint: str, quiet: bool = False, total: int | None = None) -> dict[str, Any]:
     """Resize already-decoded uint8 batches (IDX, CIFAR, ImageNet npz) into ``out``."""
-    from fastgan.data.loader import resize_uint8  # the loaders' resizer, so both paths give the same pixels
-
     def chunks():
         with tqdm(total=total, desc=f"prepare {name}", unit="img", disable=quiet, file=sys.stderr,
                   mininterval=0.5) as bar:

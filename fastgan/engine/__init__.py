@@ -1,6 +1,22 @@
-"""Train state, steps, loop and checkpoints."""
+"""Train state, steps, the one run-assembly path, the loop and checkpoints.
 
-from fastgan.engine.loop import RunResult, Trainer, train
-from fastgan.engine.state import TrainState, build_state
+Names are imported lazily, so ``import fastgan.engine.checkpoint`` does not pull in the loop.
+"""
 
-__all__ = ["RunResult", "Trainer", "TrainState", "build_state", "train"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "RunResult": "fastgan.engine.loop", "Trainer": "fastgan.engine.loop", "train": "fastgan.engine.loop",
+    "TrainState": "fastgan.engine.state", "build_state": "fastgan.engine.state",
+    "assemble": "fastgan.engine.build", "load_generator": "fastgan.engine.checkpoint",
+    "generate": "fastgan.engine.sampling",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fastgan.engine' has no attribute {name!r}")

@@ -21,6 +21,7 @@ import torch
 from fastgan import __version__
 from fastgan.config import RESUMABLE_CHANGES, Config
 from fastgan.errors import CheckpointError
+from fastgan.models import build_generator
 
 FORMAT = "fastgan.checkpoint"
 FORMAT_VERSION = 1
@@ -169,3 +170,21 @@ def restore_state(state, ckpt: dict[str, Any], path: Path) -> None:
             f"checkpoint {path} does not fit this model ({describe_load_error(e)}): it is from another model"
         ) from None
     state.step = int(ckpt["step"])
+
+
+def load_generator(path: str | Path, device: torch.device, use_ema: bool = True):
+    """(G in eval mode, its config, the checkpoint) from a fastgan checkpoint."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt.get("models"), dict) or not isinstance(ckpt["models"].get("G"), dict):
+        raise CheckpointError(f"{path} is a fastgan file without generator weights: pass a checkpoint of `fastgan train`")
+    cfg = config_of(ckpt)
+    G = build_generator(cfg.model)
+    sd = ckpt["models"]["G_ema"] if use_ema and ckpt["models"].get("G_ema") is not None else ckpt["models"]["G"]
+    try:
+        G.load_state_dict(sd)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint {path} holds a generator that does not match its config ({describe_load_error(e)}): "
+            "it was altered or comes from another model"
+        ) from None
+    return G.to(device).eval(), cfg, ckpt

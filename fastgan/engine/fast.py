@@ -15,30 +15,22 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from fastgan.config import Config, TrainConfig
+from fastgan.config import TrainConfig
+from fastgan.devices import device_name
 from fastgan.engine.state import TrainState, update_ema
 from fastgan.engine.step import StepSpec, d_losses, d_step, g_losses, g_step
 from fastgan.errors import ConfigError
+from fastgan.fallback import warn_once
 
 Tensor = torch.Tensor
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_warned: set[str] = set()
-
-
-def warn_once(key: str, message: str) -> None:
-    """The loud, one-time fallback notice of the house style."""
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
 
 @dataclass(frozen=True)
 class FastOptions:
@@ -120,17 +112,6 @@ def resolve_options(t: TrainConfig, device: torch.device, loader_kind: str = "de
     return opts, f"step: {opts.describe()}"
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        model = ""
-    return f"CPU {model or 'unknown'} ({os.cpu_count()} cores)"
-
-
 def to_channels_last(state: TrainState) -> None:
     """NHWC parameters (same Parameter objects, so the optimizers keep them) and optimizer state."""
     for m in (state.G, state.D, state.G_ema):
@@ -177,7 +158,7 @@ class Stepper:
         if self.device.type == "cuda" and not self.reference:
             torch.backends.cudnn.benchmark = True  # autotuned once, before any capture (static shapes)
         if opts.compile and (why := compiler_problem(self.device)):
-            warn_once("compile", f"--compile falls back to eager: {why}")
+            warn_once("compile", f"torch.compile cannot run, so the step runs eager: {why}")
             opts = self.opts = replace(opts, compile=False)
         if opts.channels_last:
             to_channels_last(state)
@@ -267,29 +248,3 @@ def ema_step(ema: nn.Module, model: nn.Module, decay: Tensor | float) -> None:
     torch._foreach_add_(e_params, diff)
     for eb, mb in zip(ema.buffers(), model.buffers()):
         eb.copy_(mb)
-
-
-def build_stepper(cfg: Config, state: TrainState, spec: StepSpec, loader, opts: FastOptions,
-                  device: torch.device, scaler_state: dict | None = None) -> Stepper:
-    """The stepper for ``opts`` (checked with ``check_options``) on a built, possibly restored, state."""
-    args = (state, spec, loader, cfg.optim.n_critic, opts, device, scaler_state)
-    if opts.cuda_graph:
-        from fastgan.engine.graph import GraphStepper
-
-        return GraphStepper(*args, noise=cfg.loss.instance_noise > 0)
-    return Stepper(*args)
-
-
-def stepper_for(cfg: Config, dataset, device: torch.device, opts: FastOptions | None = None) -> Stepper:
-    """A fresh state seeded by ``train.seed`` and its stepper for a dataset: the unit that
-    tests and benchmarks run (the Trainer builds the same pieces around a checkpoint)."""
-    from fastgan.data import make_loader
-    from fastgan.engine.loop import resolve_for_dataset
-    from fastgan.engine.state import build_state
-
-    cfg = resolve_for_dataset(cfg, dataset)
-    opts = opts if opts is not None else FastOptions.from_config(cfg.train)
-    loader = make_loader(dataset, cfg.data, cfg.model.resolution, device)
-    check_options(opts, device, getattr(loader, "kind", "device"))
-    state = build_state(cfg, device)
-    return build_stepper(cfg, state, StepSpec.from_config(cfg), loader, opts, device)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from fastgan.engine.fast import Stepper, eager_optimizers, warn_once
+from fastgan.engine.fast import Stepper, eager_optimizers
 from fastgan.engine.state import TrainState
+from fastgan.fallback import warn_once
 
 Tensor = torch.Tensor
 WARMUP_ITERATIONS = 3  # enough for compilation (grad and no-grad graphs), autotuning and Adam's state
@@ -107,8 +108,8 @@ class GraphStepper(Stepper):
             self.graph, self.out = graph, out
         except Exception as e:  # a capture-unsafe op: keep training, uncaptured, and say so once
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            warn_once("cuda_graph", f"--cuda-graph capture failed ({type(e).__name__}: {first[:160]}): "
-                                    "running the same step without the graph")
+            warn_once("cuda_graph", f"the capture failed ({type(e).__name__}: {first[:160]}), so the same step "
+                                    "runs without the graph")
         torch.cuda.synchronize(dev)
         restore(st, snap)
         torch.set_rng_state(cpu_rng)

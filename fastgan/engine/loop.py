@@ -14,15 +14,14 @@ import torch
 from tqdm import tqdm
 
 from fastgan.config import Config, validate
-from fastgan.data import ImageDataset, load_dataset, make_loader
+from fastgan.data import ImageDataset, load_dataset
+from fastgan.devices import resolve_device
 from fastgan.engine import checkpoint as ckpt_mod
-from fastgan.engine.fast import build_stepper, resolve_options
-from fastgan.engine.state import TrainState, build_state
-from fastgan.engine.step import StepSpec
+from fastgan.engine.build import assemble
+from fastgan.engine.sampling import fixed_latents, generate, grid_columns
+from fastgan.engine.state import TrainState
 from fastgan.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastgan.images import plot_losses, save_grid
-
-FIXED_LATENT_SEED_OFFSET = 12345  # fixed sample-grid latents come from their own generator
 
 
 def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device):
@@ -32,58 +31,6 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device):
     except ImportError:
         raise ConfigError("eval.every needs the metrics package (fastgan.metrics), which this build lacks") from None
     return _make(cfg, dataset, device)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"bad value for train.device: '{name}' (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no CUDA GPU is visible: use --set train.device=cpu")
-    return dev
-
-
-def resolve_for_dataset(cfg: Config, ds: ImageDataset) -> Config:
-    """Fill channels and num_classes from the dataset; refuse settings it cannot satisfy."""
-    m = cfg.model
-    if m.channels and m.channels != ds.channels:
-        raise ConfigError(f"model.channels={m.channels} but dataset '{ds.name}' has {ds.channels}-channel images")
-    if m.conditioning != "none" and ds.labels is None:
-        raise ConfigError(
-            f"conditioning '{m.conditioning}' needs labels but dataset '{ds.name}' has none: "
-            "use --set model.conditioning=none"
-        )
-    k = m.num_classes or ds.num_classes
-    if m.num_classes and m.num_classes != ds.num_classes:
-        raise ConfigError(f"model.num_classes={m.num_classes} but dataset '{ds.name}' has {ds.num_classes} classes")
-    return replace(cfg, model=replace(m, channels=ds.channels, num_classes=k))
-
-
-def fixed_latents(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The grid's latents and labels: the same at every snapshot and across resumes."""
-    gen = torch.Generator().manual_seed(cfg.train.seed + FIXED_LATENT_SEED_OFFSET)
-    n = cfg.train.grid_size
-    z = torch.randn(n, cfg.model.z_dim, generator=gen).to(device)
-    k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
-    y = (torch.arange(n) % k).to(device) if k else None
-    return z, y
-
-
-def grid_columns(cfg: Config) -> int | None:
-    k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
-    return k if 2 <= k <= 16 else None  # one class per column
-
-
-@torch.no_grad()
-def generate(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None, batch: int = 256) -> torch.Tensor:
-    was_training = G.training
-    G.eval()
-    out = torch.cat([G(z[i : i + batch], None if y is None else y[i : i + batch]) for i in range(0, len(z), batch)])
-    G.train(was_training)
-    return out
 
 
 def _default_out(preset: str) -> Path:
@@ -114,37 +61,24 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         ds = load_dataset(cfg.data)
-        self.cfg = cfg = resolve_for_dataset(cfg, ds)
+        ckpt = ckpt_mod.load_checkpoint(resume_from) if resume_from else None
+        run = assemble(cfg, ds, self.device, ckpt, resume_from)
+        self.cfg = cfg = run.cfg
         self.dataset_info: dict[str, Any] = {
             "name": ds.name, "count": len(ds), "channels": ds.channels, "num_classes": ds.num_classes,
             "class_names": list(ds.class_names),
         }
         self.run_dir = run_dir
         self.quiet = quiet
-        ckpt = ckpt_mod.load_checkpoint(resume_from) if resume_from else None
-        if ckpt is not None:
-            diffs = ckpt_mod.config_differences(cfg, ckpt_mod.config_of(ckpt))
-            if diffs:
-                raise ConfigError(
-                    f"cannot resume {resume_from} with a different config ({'; '.join(diffs)}): "
-                    "drop those overrides or start a new run with --out"
-                )
-        self.state: TrainState = build_state(cfg, self.device)
-        self.loader = make_loader(ds, cfg.data, cfg.model.resolution, self.device)
-        self.spec = StepSpec.from_config(cfg)
+        self.state: TrainState = run.state
+        self.loader, self.spec, self.fast_options, self.stepper = run.loader, run.spec, run.options, run.stepper
         self.fixed_z, self.fixed_y = fixed_latents(cfg, self.device)
         self.evaluator = make_evaluator(cfg, ds, self.device) if cfg.eval.every else None
         self.best: dict[str, Any] = {"metric": cfg.eval.metric, "value": None, "step": None, "bad_evals": 0}
         if ckpt is not None:
-            ckpt_mod.restore_state(self.state, ckpt, resume_from)
-            ckpt_mod.set_rng_state(ckpt["rng"])
             self.best = ckpt.get("best") or self.best
-        self.fast_options, picked = resolve_options(cfg.train, self.device, getattr(self.loader, "kind", "device"))
         if cfg.train.fast:
-            print(f"fastgan: {picked}", file=sys.stderr)
-        # after the restore: channels-last, compilation and graph capture work on the loaded state
-        self.stepper = build_stepper(cfg, self.state, self.spec, self.loader, self.fast_options, self.device,
-                                     ckpt.get("scaler") if ckpt is not None else None)
+            print(f"fastgan: {run.options_line}", file=sys.stderr)
         self.last_good: Path | None = resume_from
 
     # -- side effects -------------------------------------------------------

@@ -46,7 +46,7 @@ class StepSpec:
         return cls(
             loss=cfg.loss.kind,
             z_dim=m.z_dim,
-            num_classes=m.num_classes if m.conditioning != "none" else 0,
+            num_classes=m.label_classes,
             acgan=m.conditioning == "acgan",
             smoothing=cfg.loss.label_smoothing,
             gp_weight=cfg.loss.gp_weight,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fastgan import __version__
-from fastgan.commands.sample import load_generator
+from fastgan.engine.checkpoint import load_generator
 from fastgan.config import Config
 from fastgan.export.fold import fold_batchnorm
 from fastgan.export.runtime import open_session, to_uint8
@@ -76,7 +76,7 @@ class Deployable(nn.Module):
 def generator_metadata(cfg: Config, ckpt: dict, weights: str, opts: ExportOptions) -> dict[str, str]:
     """metadata_props of an exported generator: everything needed to feed it and label its output."""
     m = cfg.model
-    k = m.num_classes if m.conditioning != "none" else 0
+    k = m.label_classes
     names = [str(n) for n in (ckpt.get("dataset") or {}).get("class_names", [])][:k]
     return {
         "format": FORMAT,

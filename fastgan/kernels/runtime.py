@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 
 import torch
+
+from fastgan import fallback
+from fastgan.fallback import FallbackWarning
 
 try:
     import triton
@@ -27,11 +29,8 @@ IMPLS = ("auto", "triton", "torch")
 MAX_NUMEL = 2**31 - 1  # kernels index with int32
 
 
-class KernelFallbackWarning(RuntimeWarning):
+class KernelFallbackWarning(FallbackWarning):
     """A Triton path was asked for (or picked by ``auto`` on CUDA) but cannot run: the torch reference runs."""
-
-
-_WARNED: set[tuple[str, str]] = set()
 
 
 def language_interpreted() -> bool:
@@ -97,10 +96,8 @@ def why_not(device_type: str, dtype: torch.dtype, numel: int, dtypes: tuple[torc
 
 
 def warn_once(op: str, reason: str) -> None:
-    if (op, reason) in _WARNED:
-        return
-    _WARNED.add((op, reason))
-    warnings.warn(f"fastgan.kernels.{op}: using the torch reference: {reason}", KernelFallbackWarning, stacklevel=4)
+    fallback.warn_once(f"kernels.{op} (Triton)", f"using the torch reference: {reason}", KernelFallbackWarning,
+                       stacklevel=5)
 
 
 # Evaluated at trace time under torch.compile (a constant of static facts), so dispatch adds no graph break.

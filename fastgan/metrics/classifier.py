@@ -2,7 +2,7 @@
 features, classifier-IS on its logits, and label accuracy of conditional samples.
 
 ``fastgan classifier train --data mnist`` trains one and saves it where the in-training
-evaluator finds it (``cache_dir()/classifiers/<dataset>.pt``).
+evaluator finds it (``cache_home()/classifiers/<dataset>.pt``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from fastgan.config import DataConfig
 from fastgan.data import ImageDataset, load_dataset
-from fastgan.data.loader import resize_uint8
+from fastgan.data.augment import resize_uint8
 from fastgan.errors import FastganError
 from fastgan.metrics.features import uint8_to_unit
-from fastgan.metrics.inception import cache_dir
+from fastgan.paths import cache_home
 
 FORMAT = "fastgan.classifier"
 RESOLUTION = 28  # px: every dataset is classified at MNIST's size (digits are upsampled to it)
@@ -64,8 +64,8 @@ class DomainClassifier(nn.Module):
         return f, (self.head(self.drop(f)) if logits else None)
 
 
-def default_path(dataset: str) -> Path:
-    return cache_dir() / "classifiers" / f"{dataset}.pt"
+def default_path(dataset: str, cache_dir: str = "") -> Path:
+    return cache_home(cache_dir) / "classifiers" / f"{dataset}.pt"
 
 
 def _prepare(ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,6 @@ else native, else numpy with one warning.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from fastgan.errors import FastganError
+from fastgan.fallback import warn_once
 
 try:
     from fastgan.metrics import _trace_sqrt as _native
@@ -32,7 +32,6 @@ except ImportError:  # built without LAPACK (see CMakeLists.txt)
 
 FID = "fid"  # result key
 IMPLS = ("auto", "native", "numpy", "torch")
-_warned = False
 
 
 @dataclass
@@ -155,7 +154,6 @@ def _cross(xp: Any, a, b) -> float:
 
 
 def resolve_impl(impl: str) -> str:
-    global _warned
     if impl not in IMPLS:
         raise FastganError(f"unknown trace-sqrt impl '{impl}': choose one of {', '.join(IMPLS)}")
     if impl == "native" and _native is None:
@@ -167,10 +165,8 @@ def resolve_impl(impl: str) -> str:
         return "torch"
     if _native is not None:
         return "native"
-    if not _warned:
-        _warned = True
-        warnings.warn("fastgan: the native FID extension is not built (no LAPACK at install time); using numpy, "
-                      "which is slower. Install libopenblas-dev and reinstall fastgan to build it.", stacklevel=3)
+    warn_once("fid.trace_sqrt (native)", "the C++ extension is not built (no LAPACK at install time), so numpy "
+              "computes it, slower: install libopenblas-dev and reinstall fastgan to build it")
     return "numpy"
 
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.data.base import data_home
 from fastgan.errors import FastganError
+from fastgan.paths import cache_home, data_home
 
 PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
 PTH_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
@@ -238,17 +238,10 @@ def sha256_of(path: Path) -> str:
     return _HASHES[key]
 
 
-def cache_dir() -> Path:
-    """$FASTGAN_CACHE, else $XDG_CACHE_HOME/fastgan, else ~/.cache/fastgan."""
-    if os.environ.get("FASTGAN_CACHE"):
-        return Path(os.environ["FASTGAN_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastgan"
-
-
 def weight_candidates() -> list[Path]:
     """Where the weights are looked for, in order: $FASTGAN_DATA/inception (else ./data/inception), the
     cache, and pytorch-fid's own download cache."""
-    dirs = [data_home() / "inception", cache_dir() / "inception"]
+    dirs = [data_home() / "inception", cache_home() / "inception"]
     out = [d / name for d in dirs for name in (PTH_NAME, NPZ_NAME)]
     torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
     return out + [torch_home / "hub" / "checkpoints" / PTH_NAME]
@@ -283,7 +276,7 @@ def find_weights(path: str | Path | None = None, download: bool = True) -> Path:
     for p in weight_candidates():
         if p.is_file():
             return p
-    dest = cache_dir() / "inception" / PTH_NAME
+    dest = cache_home() / "inception" / PTH_NAME
     if download and _download(dest):
         return dest
     raise FastganError(

@@ -16,6 +16,7 @@ import torch
 
 from fastgan.config import DataConfig
 from fastgan.data import SOURCES, load_dataset
+from fastgan.engine.checkpoint import load_generator
 from fastgan.errors import FastganError
 from fastgan.metrics.features import quantize
 
@@ -85,10 +86,8 @@ def _dataset(spec: str, limit: int) -> Source:
 
 
 def _checkpoint(path: Path, n: int, seed: int, device: torch.device) -> Source:
-    from fastgan.commands.sample import load_generator
-
     G, cfg, ckpt = load_generator(path, device)
-    k = cfg.model.num_classes if cfg.model.conditioning != "none" else 0
+    k = cfg.model.label_classes
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, cfg.model.z_dim, generator=gen)
     y = torch.arange(n) % k if k else None

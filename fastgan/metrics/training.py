@@ -17,12 +17,13 @@ import torch
 
 from fastgan.config import Config
 from fastgan.data import ImageDataset
-from fastgan.data.loader import resize_uint8
+from fastgan.data.augment import resize_uint8
 from fastgan.errors import ConfigError
 from fastgan.metrics import classifier as clf_mod
 from fastgan.metrics.features import extract, quantize, uint8_batches
 from fastgan.metrics.fid import FID, load_stats, save_stats, stats_to_fid
-from fastgan.metrics.inception import cache_dir, load_inception, sha256_of
+from fastgan.metrics.inception import load_inception, sha256_of
+from fastgan.paths import cache_home
 from fastgan.metrics.inception_score import IS_MEAN, SPLITS, logits_to_is
 
 EVAL_SEED_OFFSET = 54321  # evaluation latents: their own stream, apart from the sample grid's
@@ -38,9 +39,9 @@ def reference_images(cfg: Config, dataset: ImageDataset) -> torch.Tensor:
     return resize_uint8(dataset.images[idx], cfg.model.resolution)
 
 
-def _stats_path(key_parts: list[str]) -> Path:
+def _stats_path(key_parts: list[str], cache_dir: str = "") -> Path:
     key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:24]
-    return cache_dir() / "stats" / f"reference-{key}.npz"
+    return cache_home(cache_dir) / "stats" / f"reference-{key}.npz"
 
 
 def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> Callable[[torch.nn.Module], dict]:
@@ -53,7 +54,7 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
         net = load_inception(e.weights or None, device=device)
         nets["inception"] = (net, net.has_fc)  # Inception Score only when the weights have fc
         ids["inception"] = net.weights_sha256
-    clf_path = Path(e.classifier) if e.classifier else clf_mod.default_path(dataset.name)
+    clf_path = Path(e.classifier) if e.classifier else clf_mod.default_path(dataset.name, cfg.data.cache_dir)
     if e.classifier or clf_path.is_file():
         clf = clf_mod.load_classifier(clf_path, device)
         if clf.arch["channels"] != dataset.channels:
@@ -68,7 +69,8 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
 
     real = reference_images(cfg, dataset)
     content = hashlib.sha256(real.numpy().tobytes()).hexdigest()
-    paths = {k: _stats_path([k, ids[k], content, str(len(real)), str(m.resolution)]) for k in nets}
+    paths = {k: _stats_path([k, ids[k], content, str(len(real)), str(m.resolution)], cfg.data.cache_dir)
+             for k in nets}
     todo = {k: (net, False) for k, (net, _) in nets.items() if not paths[k].is_file()}
     if todo:
         out = extract(todo, uint8_batches(real, e.batch_size), device, total=len(real), desc="reference stats")
@@ -78,7 +80,7 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
 
     gen = torch.Generator().manual_seed(cfg.train.seed + EVAL_SEED_OFFSET)
     z = torch.randn(e.samples, m.z_dim, generator=gen)
-    k_cls = m.num_classes if m.conditioning != "none" else 0
+    k_cls = m.label_classes
     y = torch.arange(e.samples) % k_cls if k_cls else None
     check_labels = "classifier" in nets and k_cls and nets["classifier"][0].arch["num_classes"] == k_cls
 

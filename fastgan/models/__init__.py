@@ -24,7 +24,7 @@ def _check(m: ModelConfig) -> None:
 
 def build_generator(m: ModelConfig) -> nn.Module:
     _check(m)
-    k = m.num_classes if m.conditioning != "none" else 0
+    k = m.label_classes
     if m.arch == "mlp":
         g = MLPGenerator(m.resolution, m.channels, m.z_dim, m.g_width, k, m.label_mode, m.embed_dim)
     else:
@@ -35,7 +35,7 @@ def build_generator(m: ModelConfig) -> nn.Module:
 
 def build_discriminator(m: ModelConfig) -> nn.Module:
     _check(m)
-    k = m.num_classes if m.conditioning != "none" else 0
+    k = m.label_classes
     if m.arch == "mlp":
         d = MLPDiscriminator(m.resolution, m.channels, m.d_width, k, m.conditioning, m.d_dropout)
     else:

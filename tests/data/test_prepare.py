@@ -71,7 +71,7 @@ def test_array_sources_prepare_and_train_from_the_folder(fx, tmp_path, capsys):
 def test_an_interrupted_prepare_never_looks_complete(fx, tmp_path, monkeypatch):
     root = fx.folder(tmp_path / "pics", {"": 3})
     cfg = replace(DataConfig(), dataset="folder", root=str(root), cache_resolution=8, prepare_workers=1)
-    from fastgan.data.cache import prepare_source
+    from fastgan.data.registry import prepare_source
 
     prepare_source(cfg, 8, tmp_path / "p", quiet=True)
     assert len(open_prepared(tmp_path / "p")) == 3
@@ -105,7 +105,7 @@ def test_the_training_cache_is_rebuilt_after_an_interrupted_build(fx, tmp_path, 
 def test_prepared_images_match_the_source(fx, tmp_path):
     root, upright, labels = fx.emnist_zip(tmp_path / "emnist")
     cfg = replace(DataConfig(), dataset="emnist-letters", root=str(root))
-    from fastgan.data.cache import prepare_source
+    from fastgan.data.registry import prepare_source
 
     prepare_source(cfg, 28, tmp_path / "p", quiet=True)
     ds = open_prepared(tmp_path / "p")

@@ -7,7 +7,8 @@ import torch
 
 from fastgan.config import load_config
 from fastgan.data import load_dataset
-from fastgan.engine.fast import FastOptions, stepper_for
+from fastgan.engine.build import stepper_for
+from fastgan.engine.fast import FastOptions
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph capture needs a CUDA GPU")
 

@@ -49,6 +49,6 @@ def device() -> torch.device:
 @pytest.fixture
 def fresh_warnings(monkeypatch):
     """Forget which fallbacks already warned, so a test can see its one warning."""
-    from fastgan.kernels import runtime
+    from fastgan import fallback
 
-    monkeypatch.setattr(runtime, "_WARNED", set())
+    monkeypatch.setattr(fallback, "_WARNED", set())

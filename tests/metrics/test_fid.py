@@ -10,7 +10,9 @@ import pytest
 import scipy.linalg
 import torch
 
+from fastgan import fallback
 from fastgan.errors import FastganError
+from fastgan.fallback import FallbackWarning
 from fastgan.metrics import fid as fid_mod
 from fastgan.metrics.fid import Stats, features_to_stats, load_stats, save_stats, stats_to_fid, trace_sqrt_product
 
@@ -165,8 +167,8 @@ def test_missing_extension_warns_once_and_falls_back(monkeypatch):
     s1, s2 = make_pair(64, 300, 300)
     want = stats_to_fid(s1, s2, "numpy")
     monkeypatch.setattr(fid_mod, "_native", None)
-    monkeypatch.setattr(fid_mod, "_warned", False)
-    with pytest.warns(UserWarning, match="native FID extension is not built"):
+    fallback.reset()
+    with pytest.warns(FallbackWarning, match=r"fid.trace_sqrt \(native\) falls back: the C\+\+ extension is not built"):
         assert stats_to_fid(s1, s2) == want
     with warnings.catch_warnings():
         warnings.simplefilter("error")
