@@ -14,22 +14,32 @@ from typing import Any
 
 from fastgan.errors import ConfigError
 
+DEFAULT_PRESET = "digits-cdcgan"
+
+
+def _field(default: Any, *, choices: tuple[Any, ...] = (), resumable: bool = False) -> Any:
+    """A field whose allowed values or resume rule are declared here, once: ``validate``, the CLI's
+    ``choices`` and ``describe_keys`` read them. ``resumable``: a run may resume with another value
+    (bookkeeping, how the step runs, or a knob the NaN recovery turns), unlike the training math."""
+    return field(default=default, metadata={"choices": tuple(choices), "resumable": resumable})
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "dcgan"  # dcgan | mlp (the dense conditional GAN baseline of Mirza & Osindero)
+    arch: str = _field("dcgan", choices=("dcgan", "mlp"))  # mlp: the dense conditional GAN of Mirza & Osindero
     resolution: int = 32  # px, square; 28 (MNIST-native) or a power of two >= 32
     channels: int = 0  # image channels; 0 = take it from the dataset
     num_classes: int = 0  # label count for conditional models; 0 = take it from the dataset
     z_dim: int = 100  # latent size (DCGAN paper)
     g_width: int = 64  # G channels at its last hidden layer (ngf); doubles per layer towards z, capped at 8x
     d_width: int = 64  # D channels after its first conv (ndf); doubles per layer, capped at 8x
-    conditioning: str = "none"  # none | concat (label to z and label planes to D) | acgan (aux classifier head)
-    label_mode: str = "onehot"  # how G sees the label: onehot | embed
+    # concat: label to z and label planes to D; acgan: auxiliary classifier head on D
+    conditioning: str = _field("none", choices=("none", "concat", "acgan"))
+    label_mode: str = _field("onehot", choices=("onehot", "embed"))  # how G sees the label
     embed_dim: int = 50  # label embedding size when label_mode = embed
-    d_norm: str = "batch"  # batch | none; none is the WGAN-GP critic (the penalty is per sample)
+    d_norm: str = _field("batch", choices=("batch", "none"))  # none: the WGAN-GP critic (the penalty is per sample)
     d_dropout: float = 0.0  # dropout probability after each D activation (a D stabiliser)
-    kernels: str = "torch"  # BatchNorm+activation implementation: torch | triton | auto
+    kernels: str = _field("torch", choices=("torch", "triton", "auto"), resumable=True)  # BatchNorm+activation impl
 
     @property
     def label_classes(self) -> int:
@@ -40,28 +50,35 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "digits"  # digits (bundled, no download) | mnist | emnist-letters | cifar10 | folder | celeba | ...
-    root: str = ""  # folder holding the files; "" = $FASTGAN_DATA/<dataset folder>, else ./data/<dataset folder>
+    # folder holding the files; "" = $FASTGAN_DATA/<dataset folder>, else ./data/<dataset folder>
+    root: str = _field("", resumable=True)
     split: str = "train"  # train | test (LSUN's test split is its val export)
     hflip: bool = False  # random horizontal flip on the device (wrong for digits and letters)
-    loader: str = "auto"  # auto (device when the uint8 set fits, else stream) | device | stream | dali
+    # auto: device when the uint8 set fits, else stream (never dali: that one is asked for by name)
+    loader: str = _field("auto", choices=("auto", "device", "stream", "dali"), resumable=True)
     cache_resolution: int = 0  # px of the decoded cache of folder/celeba/lsun/imagenet; 0 = model.resolution
     crop: float = 1.0  # centre square crop before resizing, as a fraction of the shorter side (CelebA DCGAN: 0.7)
     crop_pad: int = 0  # random-crop augmentation on the device: reflect-pad this many px, crop back; 0 = off
     class_folders: bool = False  # image folder: first-level sub-folders become class labels
     attribute: str = ""  # CelebA attribute used as a 0/1 label (e.g. Smiling); "" = no labels
     categories: str = ""  # dataset lsun: comma list of categories combined, label = position in the list
-    cache_dir: str = ""  # where decoded caches live; "" = $FASTGAN_CACHE, else ~/.cache/fastgan
-    loader_workers: int = 2  # stream loader worker processes (0 = read in the training process)
-    prepare_workers: int = 0  # decode processes when a cache is built; 0 = one per CPU core
-    device_fraction: float = 0.5  # auto: the uint8 set may take at most this share of free device memory
+    cache_dir: str = _field("", resumable=True)  # where decoded caches live; "" = $FASTGAN_CACHE, else ~/.cache/fastgan
+    loader_workers: int = _field(2, resumable=True)  # stream loader worker processes (0 = read in the training process)
+    prepare_workers: int = _field(0, resumable=True)  # decode processes when a cache is built; 0 = one per CPU core
+    # auto: the uint8 set may take at most this share of free device memory
+    device_fraction: float = _field(0.5, resumable=True)
+    # DiffAugment (Zhao et al. 2020) on every image D sees, real and fake: comma list of translation, cutout,
+    # color; "" = off. For small datasets (~1k-10k images), where D otherwise memorises the reals.
+    diffaugment: str = ""
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    kind: str = "ns"  # ns (non-saturating BCE on logits) | hinge | wgan-gp
+    kind: str = _field("ns", choices=("ns", "hinge", "wgan-gp"))  # ns: non-saturating BCE on logits
     gp_weight: float = 10.0  # lambda of the gradient penalty (WGAN-GP paper)
-    label_smoothing: float = 0.0  # one-sided: real target = 1 - this (Salimans et al. use 0.1)
-    instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at step 0, in [-1, 1] pixel units
+    label_smoothing: float = _field(0.0, resumable=True)  # one-sided: real target = 1 - this (Salimans et al. use 0.1)
+    # std of Gaussian noise on D's inputs at step 0, in [-1, 1] pixel units
+    instance_noise: float = _field(0.0, resumable=True)
     instance_noise_steps: int = 0  # steps over which that std anneals linearly to 0; 0 = train.steps (so set it
     # explicitly if you will resume with a larger train.steps: the schedule follows train.steps)
     aux_weight: float = 1.0  # weight of the ACGAN auxiliary cross-entropy
@@ -69,8 +86,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    g_lr: float = 2e-4  # Adam learning rate of G (DCGAN paper)
-    d_lr: float = 2e-4  # Adam learning rate of D (DCGAN paper)
+    g_lr: float = _field(2e-4, resumable=True)  # Adam learning rate of G (DCGAN paper)
+    d_lr: float = _field(2e-4, resumable=True)  # Adam learning rate of D (DCGAN paper)
     g_betas: tuple[float, float] = (0.5, 0.999)  # beta1 0.5 as in the DCGAN paper
     d_betas: tuple[float, float] = (0.5, 0.999)
     n_critic: int = 1  # D updates per G update (WGAN-GP uses 5)
@@ -80,36 +97,52 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 5000  # G updates
+    steps: int = _field(5000, resumable=True)  # G updates
     batch_size: int = 128  # DCGAN paper
     seed: int = 0
-    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
-    out: str = ""  # run folder; "" = runs/<preset>, with a numeric suffix if it already holds a run
-    log_every: int = 50  # steps between metrics.jsonl lines (losses are read from the device only then)
-    sample_every: int = 500  # steps between sample grids
-    ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
-    keep_checkpoints: int = 3  # step checkpoints kept on disk (oldest deleted first)
-    grid_size: int = 100  # images in a sample grid (a square number looks best)
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    device: str = _field("auto", resumable=True)  # auto (cuda when present) | cpu | cuda | cuda:N
+    # run folder; "" = runs/<preset>, with a numeric suffix if it already holds a run
+    out: str = _field("", resumable=True)
+    # steps between metrics.jsonl lines (losses are read from the device only then)
+    log_every: int = _field(50, resumable=True)
+    sample_every: int = _field(500, resumable=True)  # steps between sample grids
+    ckpt_every: int = _field(1000, resumable=True)  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = _field(3, resumable=True)  # step checkpoints kept on disk (oldest deleted first)
+    grid_size: int = _field(100, resumable=True)  # images in a sample grid (a square number looks best)
+    threads: int = _field(0, resumable=True)  # torch CPU threads; 0 = torch's default
     # How the step runs (fastgan/engine/fast.py); the math is the same, so a run may resume with other choices.
-    compile: bool = False  # torch.compile G and D; the WGAN-GP penalty still differentiates the uncompiled D twice
-    amp: str = "none"  # none | bf16 (autocast, no scaler) | fp16 (autocast + gradient scalers, checkpointed)
-    channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor-core GPUs
-    cuda_graph: bool = False  # capture D step(s) + G step + Adam + EMA as one CUDA graph, replayed each step (CUDA)
-    fast: bool = False  # turn on the best of the above the device supports (printed at start)
+    # torch.compile G and D; the WGAN-GP penalty still differentiates the uncompiled D twice
+    compile: bool = _field(False, resumable=True)
+    # bf16: autocast, no scaler; fp16: autocast + gradient scalers (checkpointed)
+    amp: str = _field("none", choices=("none", "bf16", "fp16"), resumable=True)
+    # NHWC weights and activations: faster convolutions on tensor-core GPUs
+    channels_last: bool = _field(False, resumable=True)
+    # capture D step(s) + G step + Adam + EMA as one CUDA graph, replayed each step (CUDA)
+    cuda_graph: bool = _field(False, resumable=True)
+    fast: bool = _field(False, resumable=True)  # turn on the best of the above the device supports (printed at start)
+    # metric sinks beside metrics.jsonl (always written): "jsonl" or "jsonl,tensorboard" (RUN_DIR/tb, --tensorboard)
+    loggers: str = _field("jsonl", resumable=True)
+    # fine-tune: a checkpoint of another run whose G, D and EMA start this new run; "" = off (read once, at step 0)
+    init_from: str = _field("", resumable=True)
+    freeze_d: int = 0  # FreezeD (Mo et al. 2020): D's first K blocks (conv + norm) get no updates; 0 = off
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every: int = 0  # steps between in-training evaluations (FID etc.); 0 = off
-    samples: int = 2000  # generated images per evaluation (FID depends on it: always reported)
+    every: int = _field(0, resumable=True)  # steps between in-training evaluations (FID etc.); 0 = off
+    samples: int = _field(2000, resumable=True)  # generated images per evaluation (FID depends on it: always reported)
     metric: str = "fid"  # the metric that picks best.pt; lower is better
-    patience: int = 0  # stop after this many evaluations without improvement; 0 = never stop early
-    batch_size: int = 250  # batch size of the feature network (results do not depend on it)
-    inception: bool = True  # Inception FID (the reference metric; ~6 GFLOP per image, slow on CPU); false = classifier only
-    weights: str = ""  # FID Inception weights; "" = $FASTGAN_DATA/inception, the cache, or pytorch-fid's download
-    classifier: str = ""  # domain classifier (`fastgan classifier train`); "" = the cached one for the dataset, if any
-    reference: int = 0  # real training images behind the reference statistics (cached on disk); 0 = all
+    # stop after this many evaluations without improvement; 0 = never stop early
+    patience: int = _field(0, resumable=True)
+    batch_size: int = _field(250, resumable=True)  # batch size of the feature network (results do not depend on it)
+    # Inception FID (the reference metric; ~6 GFLOP per image, slow on CPU); false = classifier only
+    inception: bool = _field(True, resumable=True)
+    # FID Inception weights; "" = $FASTGAN_DATA/inception, the cache, or pytorch-fid's download
+    weights: str = _field("", resumable=True)
+    # domain classifier (`fastgan classifier train`); "" = the cached one for the dataset, if any
+    classifier: str = _field("", resumable=True)
+    # real training images behind the reference statistics (cached on disk); 0 = all
+    reference: int = _field(0, resumable=True)
 
 
 @dataclass(frozen=True)
@@ -120,7 +153,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    preset: str = "digits-cdcgan"
+    preset: str = _field(DEFAULT_PRESET, resumable=True)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -155,41 +188,33 @@ _SECTIONS = {
     "eval": EvalConfig,
 }
 
-# Fields that may change between a run and its resumption (bookkeeping, not training math).
-RESUMABLE_CHANGES = frozenset(
-    {
-        "train.steps",
-        "train.device",
-        "train.out",
-        "train.log_every",
-        "train.sample_every",
-        "train.ckpt_every",
-        "train.keep_checkpoints",
-        "train.grid_size",
-        "train.threads",
-        "train.compile",
-        "train.amp",
-        "train.channels_last",
-        "train.cuda_graph",
-        "train.fast",
-        "data.root",
-        "data.loader",
-        "data.cache_dir",
-        "data.loader_workers",
-        "data.prepare_workers",
-        "data.device_fraction",
-        "model.kernels",
-        "eval.every",
-        "eval.samples",
-        "eval.patience",
-        "eval.batch_size",
-        "eval.inception",
-        "eval.weights",
-        "eval.classifier",
-        "eval.reference",
-        "preset",
-    }
-)
+def key_fields() -> dict[str, dataclasses.Field]:
+    """Every config key (``section.field``, and ``preset``) -> its dataclass field."""
+    out: dict[str, dataclasses.Field] = {}
+    for sec, cls in _SECTIONS.items():
+        out.update({f"{sec}.{f.name}": f for f in fields(cls)})
+    out["preset"] = next(f for f in fields(Config) if f.name == "preset")
+    return out
+
+
+def choices(key: str) -> tuple[Any, ...]:
+    """The values ``key`` allows; () when any value of its type goes."""
+    return key_fields()[key].metadata.get("choices", ())
+
+
+# Keys that may change between a run and its resumption, read from the fields' ``resumable`` marks.
+RESUMABLE_CHANGES = frozenset(k for k, f in key_fields().items() if f.metadata.get("resumable"))
+
+
+def describe_keys() -> list[str]:
+    """One line per key: default, allowed values, and whether a resumed run may change it."""
+    lines = []
+    for key, f in key_fields().items():
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        allowed = f.metadata.get("choices", ())
+        lines.append(f"{key} = {json.dumps(_plain(default))}" + (f"  [{' | '.join(allowed)}]" if allowed else "")
+                     + ("  (may change on resume)" if f.metadata.get("resumable") else ""))
+    return lines
 
 
 def _plain(x: Any) -> Any:
@@ -288,8 +313,6 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
-DEFAULT_PRESET = "digits-cdcgan"
-
 
 def all_keys() -> dict[str, type]:
     """Every settable key, ``section.field`` -> its type hint."""
@@ -383,15 +406,16 @@ def _one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:
         raise ConfigError(f"bad value for {key}: '{value}' (choose one of {', '.join(map(str, allowed))})")
 
 
+def _value(cfg: Config, key: str) -> Any:
+    sec, _, name = key.partition(".")
+    return getattr(getattr(cfg, sec), name) if name else getattr(cfg, sec)
+
+
 def validate(cfg: Config) -> None:
     m, lo, o, t = cfg.model, cfg.loss, cfg.optim, cfg.train
-    _one_of("model.arch", m.arch, ("dcgan", "mlp"))
-    _one_of("model.conditioning", m.conditioning, ("none", "concat", "acgan"))
-    _one_of("model.label_mode", m.label_mode, ("onehot", "embed"))
-    _one_of("model.d_norm", m.d_norm, ("batch", "none"))
-    _one_of("model.kernels", m.kernels, ("torch", "triton", "auto"))
-    _one_of("loss.kind", lo.kind, ("ns", "hinge", "wgan-gp"))
-    _one_of("train.amp", t.amp, ("none", "bf16", "fp16"))
+    for key, f in key_fields().items():
+        if f.metadata.get("choices"):
+            _one_of(key, _value(cfg, key), f.metadata["choices"])
     r = m.resolution
     if not (r == 28 or (r >= 32 and r & (r - 1) == 0)):
         raise ConfigError(f"bad value for model.resolution: {r} (use 28 or a power of two from 32 up: 32, 64, 128)")
@@ -416,7 +440,6 @@ def validate(cfg: Config) -> None:
         if not lr > 0:
             raise ConfigError(f"bad value for {key}: {lr} (must be > 0)")
     d = cfg.data
-    _one_of("data.loader", d.loader, ("auto", "device", "stream", "dali"))
     if not 0.0 < d.crop <= 1.0:
         raise ConfigError(f"bad value for data.crop: {d.crop} (a fraction of the shorter side, in (0, 1])")
     if d.cache_resolution and d.cache_resolution < 8:

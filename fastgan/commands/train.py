@@ -4,7 +4,16 @@ import argparse
 import json
 from pathlib import Path
 
-from fastgan.config import DEFAULT_PRESET, PRESETS, apply_overrides, load_config, parse_set_args, validate
+from fastgan.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    apply_overrides,
+    choices,
+    describe_keys,
+    load_config,
+    parse_set_args,
+    validate,
+)
 from fastgan.engine import checkpoint as ckpt_mod
 from fastgan.engine.loop import find_resume, train
 
@@ -34,11 +43,11 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="run folder (train.out)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
-    p.add_argument("--kernels", choices=("torch", "triton", "auto"),
+    p.add_argument("--kernels", choices=choices("model.kernels"),
                    help="BatchNorm+activation and gradient-penalty kernels (model.kernels)")
     fast = p.add_argument_group("fast paths (same math; every combination runs or is refused with the reason)")
     fast.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D (train.compile)")
-    fast.add_argument("--amp", nargs="?", const="bf16", choices=("none", "bf16", "fp16"),
+    fast.add_argument("--amp", nargs="?", const="bf16", choices=choices("train.amp"),
                       help="autocast: bf16 (the default of a bare --amp) without scaler, fp16 with checkpointed "
                       "gradient scalers (train.amp)")
     fast.add_argument("--channels-last", action="store_true", default=None,
@@ -53,6 +62,8 @@ def add_parser(sub) -> None:
                    help="stop after K evaluations without improvement (eval.patience)")
     p.add_argument("--resume", metavar="auto|PATH", help="continue a run from its newest checkpoint or from PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--keys", action="store_true",
+                   help="list every config key with its default, allowed values and whether a resume may change it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -82,6 +93,9 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.keys:
+        print("\n".join(describe_keys()))
+        return 0
     if args.preset is not None and args.preset not in PRESETS:
         load_config(args.preset)  # raises the one-line error
     cfg = resolve_config(args)
