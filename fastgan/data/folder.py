@@ -22,10 +22,11 @@ def folder_source(cfg: DataConfig) -> ItemSource:
     if not cfg.root:
         raise DataError("dataset 'folder' needs its folder: add --set data.root=DIR")
     root = _existing(Path(cfg.root).expanduser(), "folder", "point --set data.root=DIR at a folder of images")
-    paths = list_images(root)
+    paths, skipped = list_images(root)
     if not paths:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}: point data.root at a folder of "
-                        "images")
+        why = f" ({len(skipped)} skipped, first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}{why}: point data.root at a folder "
+                        "of images")
     labels, classes = None, []
     if cfg.class_folders:
         loose = [p for p in paths if len(Path(p).parts) == 1]
@@ -35,7 +36,7 @@ def folder_source(cfg: DataConfig) -> ItemSource:
         classes = sorted({Path(p).parts[0] for p in paths})
         index = {c: i for i, c in enumerate(classes)}
         labels = np.array([index[Path(p).parts[0]] for p in paths], dtype=np.int64)
-    return ItemSource("folder", FileItems(root, paths), labels, classes, cfg.crop,
+    return ItemSource("folder", FileItems(root, paths, skipped=skipped), labels, classes, cfg.crop,
                       {"class_folders": cfg.class_folders})
 
 

@@ -1,8 +1,10 @@
 """Prepared datasets: decode, crop and resize once into a memory-mappable uint8 .npy, labels and a manifest.
 
 Layout of a prepared folder: ``images.npy`` (N, C, R, R) uint8, ``labels.npy`` (N,) int64 when labelled, and
-``manifest.json`` (source, resolution, count, skipped images, the source's fingerprint, the images' sha256).
-The manifest is written last and removed first, so a half-written folder never looks complete.
+``manifest.json`` (source, resolution, count, skipped images and why, the source's fingerprint, the images' sha256,
+size and sampled hash). The manifest is written last and removed first, so a half-written folder never looks
+complete. Every load checks the size and the sampled hash (a few fixed chunks: cheap at any size), so an
+``images.npy`` edited after preparing is refused; ``fastgan data verify DIR`` checks the full sha256.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fastgan.errors import DataError
 FORMAT = "fastgan-prepared/1"
 CHUNK = 64  # images per worker task: large enough to amortise the pipe, small enough for a smooth progress bar
 SHOWN_SKIPS = 20  # skipped images named in the manifest (all are counted)
+SAMPLE_CHUNKS, SAMPLE_BYTES = 16, 1 << 16  # the load-time check reads at most 1 MiB, whatever the size
 
 
 class _NpyWriter:
@@ -56,6 +59,38 @@ class _NpyWriter:
         if self._header(self.n) != self.header:  # numpy leaves room for 21 digits; this never triggers
             raise DataError(f"could not finish {self.path}: the .npy header changed size")
         self.f.close()
+
+
+def sampled_sha256(path: Path, size: int, chunks: int = SAMPLE_CHUNKS, nbytes: int = SAMPLE_BYTES) -> str:
+    """sha256 of ``chunks`` blocks of ``nbytes`` at fixed, evenly spaced offsets (first and last included); the
+    whole file when it is that small. Catches a replaced, re-saved, truncated or rewritten file in O(1) reads."""
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= chunks * nbytes:
+            h.update(f.read())
+        else:
+            for i in range(chunks):
+                f.seek((size - nbytes) * i // (chunks - 1))
+                h.update(f.read(nbytes))
+    return h.hexdigest()
+
+
+def _skip_header(f) -> None:
+    """Leave ``f`` at the first array byte of an .npy file."""
+    if np.lib.format.read_magic(f) == (1, 0):
+        np.lib.format.read_array_header_1_0(f)
+    else:
+        np.lib.format.read_array_header_2_0(f)
+
+
+def _data_sha256(path: Path) -> str:
+    """sha256 of an .npy file's array bytes (after the header), as the manifest records it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        _skip_header(f)
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 # -- decoding in worker processes ------------------------------------------------------------------
@@ -131,8 +166,13 @@ def _write(out: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], sh
         os.replace(labs.path, out / "labels.npy")
     else:
         (out / "labels.npy").unlink(missing_ok=True)
+    size = (out / "images.npy").stat().st_size
     manifest = {"format": FORMAT, **info, "resolution": shape[-1], "channels": shape[0], "count": imgs.n,
-                "labels": labelled, "sha256": imgs.sha.hexdigest()}
+                "labels": labelled, "sha256": imgs.sha.hexdigest(), "images_bytes": size,
+                "images_sample": {"chunks": SAMPLE_CHUNKS, "bytes": SAMPLE_BYTES,
+                                  "sha256": sampled_sha256(out / "images.npy", size)}}
+    if labs is not None:
+        manifest["labels_sha256"] = labs.sha.hexdigest()
     tmp = out / "manifest.json.part"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, out / "manifest.json")
@@ -158,16 +198,23 @@ def prepare_items(src: ItemSource, resolution: int, out: Path, workers: int = 0,
                 bar.update(len(kept) + len(bad))
                 yield x, (None if src.labels is None else src.labels[kept])
 
+    listed = list(getattr(src.items, "skipped", []))  # what the folder listing left out, with its reason
+
     def meta():
-        named = [f"{src.items.describe(i)} ({msg})" for i, msg in sorted(skipped)[:SHOWN_SKIPS]]
+        why = [(src.items.describe(i), msg) for i, msg in sorted(skipped)] + listed
+        reasons: dict[str, int] = {}
+        for _, msg in why:
+            kind = msg.split(":")[0].split(" (")[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
         return {"source": src.name, "params": {"crop": src.crop, **src.params}, "fingerprint": fingerprint,
-                "num_classes": len(src.class_names), "class_names": src.class_names, "skipped": len(skipped),
-                "skipped_items": named, "skipped_index": sorted(i for i, _ in skipped)}
+                "num_classes": len(src.class_names), "class_names": src.class_names, "skipped": len(why),
+                "skipped_reasons": reasons, "skipped_items": [f"{r} ({msg})" for r, msg in why[:SHOWN_SKIPS]],
+                "skipped_index": sorted(i for i, _ in skipped)}
 
     manifest = _write(out, chunks(), (3, resolution, resolution), src.labels is not None, meta)
-    if skipped and not quiet:
-        print(f"warning: skipped {len(skipped)} unreadable image(s) of {n} (first: {manifest['skipped_items'][0]});"
-              f" {manifest['count']} kept in {out}", file=sys.stderr)
+    if manifest["skipped"] and not quiet:
+        print(f"warning: skipped {manifest['skipped']} unreadable image(s) of {n + len(listed)} (first: "
+              f"{manifest['skipped_items'][0]}); {manifest['count']} kept in {out}", file=sys.stderr)
     return manifest
 
 
@@ -204,6 +251,7 @@ def open_prepared(folder: Path, origin: ItemSource | None = None) -> ImageDatase
         raise DataError(f"{folder} is not a prepared dataset (no complete manifest.json): run `fastgan data prepare "
                         f"SOURCE --resolution R --out {folder}`")
     shape = (m["count"], m["channels"], m["resolution"], m["resolution"])
+    check_images(folder, m)
     try:
         x = np.load(folder / "images.npy", mmap_mode="c")  # copy-on-write: writable for torch, never written back
         y = np.load(folder / "labels.npy") if m["labels"] else None
@@ -216,3 +264,55 @@ def open_prepared(folder: Path, origin: ItemSource | None = None) -> ImageDatase
         origin = origin.subset(np.setdiff1d(np.arange(len(origin.items)), m["skipped_index"]))
     return ImageDataset(torch.from_numpy(x), None if y is None else torch.from_numpy(y.astype(np.int64)),
                         m["num_classes"], list(m["class_names"]), m["source"], origin)
+
+
+def _changed(folder: Path, what: str) -> DataError:
+    return DataError(f"{folder}/images.npy {what} since `fastgan data prepare` wrote it: the folder was edited or "
+                     f"damaged, run `fastgan data prepare` again into {folder}")
+
+
+def check_images(folder: Path, m: dict[str, Any]) -> None:
+    """The cheap check of every load: the file's size, and its sampled hash when the manifest has one (manifests
+    of older fastgan versions lack it: their size is checked against the header and count instead)."""
+    path = folder / "images.npy"
+    try:
+        size = path.stat().st_size
+        if "images_bytes" not in m:
+            with open(path, "rb") as f:
+                _skip_header(f)
+                expected = f.tell() + int(m["count"]) * int(m["channels"]) * int(m["resolution"]) ** 2
+            if size != expected:
+                raise _changed(folder, f"is {size} bytes, its header and manifest say {expected},")
+            return
+        if size != m["images_bytes"]:
+            raise _changed(folder, f"is {size} bytes, not the {m['images_bytes']} recorded,")
+        sample = m.get("images_sample") or {}
+        if sample and sampled_sha256(path, size, sample["chunks"], sample["bytes"]) != sample["sha256"]:
+            raise _changed(folder, "has changed (its sampled hash differs from manifest.json)")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{folder} is damaged ({type(e).__name__}: {e}): run `fastgan data prepare` again") from None
+
+
+def verify_prepared(folder: Path) -> list[str]:
+    """The full check of ``fastgan data verify``: the problems found (an empty list when the folder is intact)."""
+    m = read_manifest(folder)
+    if m is None:
+        raise DataError(f"{folder} is not a prepared dataset (no complete manifest.json): run `fastgan data prepare "
+                        f"SOURCE --resolution R --out {folder}`")
+    problems = []
+    try:
+        check_images(folder, m)
+    except DataError as e:
+        problems.append(str(e))
+    checks = [("images.npy", m.get("sha256"))]
+    if m.get("labels"):
+        checks.append(("labels.npy", m.get("labels_sha256")))
+    for name, want in checks:
+        try:
+            got = _data_sha256(folder / name)
+        except (OSError, ValueError) as e:
+            problems.append(f"{folder}/{name} cannot be read ({e})")
+            continue
+        if want is not None and got != want:
+            problems.append(f"{folder}/{name} has sha256 {got[:16]}..., manifest.json records {want[:16]}...")
+    return problems

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,12 +17,13 @@ import torch
 
 from fastgan.config import DataConfig
 from fastgan.data import SOURCES, load_dataset
+from fastgan.data.items import list_images, read_regular, to_rgb
 from fastgan.engine.checkpoint import load_generator
 from fastgan.errors import FastganError
-from fastgan.metrics.features import quantize
+from fastgan.images import quantize
 
 CHECKPOINT_SAMPLES = 10000  # generated images when --samples is not given (FID depends on it: it is reported)
-IMAGE_EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}  # pytorch-fid's
+IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")  # pytorch-fid's
 
 
 @dataclass
@@ -40,21 +42,29 @@ class Source:
 def _folder(path: Path, limit: int) -> Source:
     from PIL import Image
 
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if limit:
-        files = files[:limit]
-    if len(files) < 2:
-        raise FastganError(f"image folder {path} holds {len(files)} images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                           "FID needs at least 2")
-    sizes = []
-    for f in files:
+    names, skipped = list_images(path, IMAGE_EXTENSIONS)  # links once per real path, special files never opened
+    files, sizes = [], []
+    for name in names:
+        if limit and len(files) == limit:
+            break
         try:
-            with Image.open(f) as im:
+            with Image.open(io.BytesIO(read_regular(path / name))) as im:
+                im.load()  # the full decode: a truncated file is skipped here, not halfway through the features
                 sizes.append(im.size)
-        except OSError as e:
-            raise FastganError(f"{f} is not a readable image ({e}): remove it or replace it") from None
-    by_size = Counter(sizes)
+            files.append(path / name)
+        except Exception as e:  # whatever Pillow raises on a damaged file: skipped and counted, like prepare does
+            skipped.append((name, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    if len(files) < 2:
+        why = f", {len(skipped)} skipped (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise FastganError(f"image folder {path} holds {len(files)} readable images{why} "
+                           f"({', '.join(sorted(IMAGE_EXTENSIONS))}); FID needs at least 2")
     info: dict[str, Any] = {}
+    if skipped:
+        info["skipped"] = len(skipped)
+        info["skipped_items"] = [f"{n} ({why})" for n, why in skipped[:20]]
+        print(f"warning: skipped {len(skipped)} entries of {path} that are not readable images (first: "
+              f"{skipped[0][0]}: {skipped[0][1]})", file=sys.stderr)
+    by_size = Counter(sizes)
     if len(by_size) > 1:
         (w, h), n = by_size.most_common(1)[0]
         info["mixed_sizes"] = {f"{a}x{b}": c for (a, b), c in by_size.most_common()}
@@ -66,7 +76,7 @@ def _folder(path: Path, limit: int) -> Source:
         run: list[np.ndarray] = []
         for j, i in enumerate(order):
             with Image.open(files[i]) as im:
-                run.append(np.asarray(im.convert("RGB")))
+                run.append(np.asarray(to_rgb(im)))  # the conversion prepare uses (16-bit grey, alpha, CMYK...)
             last = j + 1 == len(order) or sizes[order[j + 1]] != sizes[i]
             if len(run) == bs or last:
                 yield torch.from_numpy(np.stack(run)).permute(0, 3, 1, 2).contiguous()
