@@ -12,7 +12,7 @@ from fastgan import __version__
 from fastgan.errors import FastganError
 
 # Order is the order of `fastgan --help`.
-SUBCOMMANDS = ("train", "sample", "presets", "export", "data", "fid", "classifier", "bench")
+SUBCOMMANDS = ("train", "sample", "presets", "export", "data", "fid", "classifier", "bench", "analyze", "report")
 
 
 class _Parser(argparse.ArgumentParser):

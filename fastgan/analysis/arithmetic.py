@@ -1,0 +1,133 @@
+"""Vector arithmetic on z (DCGAN §6.3): ``pick`` writes a numbered sheet of samples; ``arithmetic``
+takes concepts A, B, C as lists of sheet indices, averages each concept's latents (single samples
+are unstable, the paper averages three), and shows G(mean A - mean B + mean C) with 8 neighbours
+(uniform noise of +-0.25 on z) beside the same arithmetic on pixels, which only superimposes images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastgan.analysis.common import (
+    AnalysisError,
+    Model,
+    grid,
+    latents,
+    protocol,
+    pyplot,
+    run_g,
+    save_fig,
+    show,
+    to_uint8,
+    write_json,
+)
+
+NOISE = 0.25  # half-width of the uniform noise on the result's latent (DCGAN paper Fig. 7)
+
+
+def sheet(model: Model, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The pick sheet's latents and labels: deterministic in (n, seed), so indices stay valid."""
+    z = latents(n, model.z_dim, seed)
+    y = torch.arange(n) % model.num_classes if model.num_classes else None
+    return z, y
+
+
+def pick(model: Model, out: Path, n: int = 64, seed: int = 0) -> dict[str, Any]:
+    if n < 1:
+        raise AnalysisError(f"-n must be at least 1, got {n}")
+    z, y = sheet(model, n, seed)
+    imgs = to_uint8(run_g(model, z, y))
+    cols = min(n, 10 if model.num_classes == 10 else 8)
+    g = grid(imgs, cols, pad=12)
+    plt = pyplot()
+    h, w = imgs.shape[2], imgs.shape[3]
+    fig, ax = plt.subplots(figsize=(cols * 0.9, (-(-n // cols)) * 0.95))
+    show(ax, g, f"pick sheet: seed {seed}" + (" (label = column)" if model.num_classes == cols else ""))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        ax.text(12 + c * (w + 12), 12 + r * (h + 12) - 1, str(i), fontsize=7, color="crimson", va="bottom")
+    save_fig(fig, out / "pick.png", dpi=110)
+    result = {"analysis": "pick", "protocol": protocol(model, n=n, seed=seed),
+              "labels": None if y is None else y.tolist(), "files": ["pick.png"],
+              "usage": "fastgan analyze arithmetic CKPT --a I,J --b K --c L (indices from pick.png)"}
+    write_json(out, "pick", result)
+    return result
+
+
+def combine(model: Model, a: list[int], b: list[int], c: list[int], n: int = 64, seed: int = 0,
+            label: int | None = None, noise_seed: int = 0) -> dict[str, Any]:
+    """Y = mean z(A) - mean z(B) + mean z(C) on the sheet (n, seed); images of Y, its 8 noisy
+    neighbours, each concept's mean-z image, and the pixel-space counterpart."""
+    for name, idx in (("--a", a), ("--b", b), ("--c", c)):
+        if not idx:
+            raise AnalysisError(f"{name} is empty: give sheet indices like 3,17,40 (see `fastgan analyze pick`)")
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise AnalysisError(f"index {bad[0]} in {name} is outside the pick sheet (0..{n - 1}): use indices "
+                                f"printed on pick.png (or pass the sheet's -n and --seed)")
+    z, y = sheet(model, n, seed)
+    K = model.num_classes
+    if K:
+        if label is None:  # C carries what is added back: its most common label
+            label = int(torch.mode(y[c]).values)
+        if not 0 <= label < K:
+            raise AnalysisError(f"--label {label} is out of range: this model has classes 0..{K - 1}")
+    elif label is not None:
+        raise AnalysisError("--label given but this generator is unconditional: drop --label")
+    means = {k: z[idx].mean(0) for k, idx in (("A", a), ("B", b), ("C", c))}
+    Y = means["A"] - means["B"] + means["C"]
+    gen = torch.Generator().manual_seed(noise_seed)
+    noisy = Y + (torch.rand(8, model.z_dim, generator=gen) * 2 - 1) * NOISE
+    zz = torch.cat([Y[None], noisy, torch.stack([means["A"], means["B"], means["C"]])])
+    yy = torch.full((len(zz),), label) if K else None
+    imgs = run_g(model, zz, yy)
+    sheet_imgs = run_g(model, z, y)
+    pix = {k: sheet_imgs[idx].mean(0) for k, idx in (("A", a), ("B", b), ("C", c))}
+    pixel_result = (pix["A"] - pix["B"] + pix["C"]).clamp(-1, 1)
+    return {"result": imgs[0], "neighbours": imgs[1:9], "concepts": imgs[9:], "label": label,
+            "pixel_concepts": torch.stack([pix["A"], pix["B"], pix["C"]]), "pixel_result": pixel_result,
+            "z_result": Y, "exemplars": {k: to_uint8(sheet_imgs[idx]) for k, idx in (("A", a), ("B", b), ("C", c))}}
+
+
+def run(model: Model, out: Path, a: list[int], b: list[int], c: list[int], n: int | None = None,
+        seed: int | None = None, label: int | None = None) -> dict[str, Any]:
+    """``n``, ``seed``: the sheet's; by default those of the pick.json beside ``out``, else 64 and 0."""
+    sheet_json = out.parent / "pick" / "pick.json"
+    saved = json.loads(sheet_json.read_text())["protocol"] if sheet_json.is_file() else {"n": 64, "seed": 0}
+    n = saved["n"] if n is None else n
+    seed = saved["seed"] if seed is None else seed
+    r = combine(model, a, b, c, n, seed, label)
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 1, 2.6]})
+    for j, (name, sign) in enumerate((("A", ""), ("B", "- "), ("C", "+ "))):
+        show(axes[0, j], _img(u(r["concepts"][j])), f"{sign}mean z({name})")
+        show(axes[1, j], _img(u(r["pixel_concepts"][j])), f"{sign}mean pixels({name})")
+    show(axes[0, 3], _img(u(r["result"])), "= G(Y)")
+    show(axes[1, 3], _img(u(r["pixel_result"])), "= pixel A-B+C")
+    nine = torch.cat([r["neighbours"][:4], r["result"][None], r["neighbours"][4:]])
+    show(axes[0, 4], grid(u(nine), 3), f"Y (centre) and Y + U(±{NOISE}) noise")
+    ex = torch.cat([r["exemplars"][k] for k in "ABC"])
+    show(axes[1, 4], grid(ex, max(len(v) for v in r["exemplars"].values()) if len(ex) > 9 else len(ex)),
+         "exemplars: " + " | ".join(f"{k}={v}" for k, v in (("A", a), ("B", b), ("C", c))))
+    save_fig(fig, out / "arithmetic.png")
+    result = {"analysis": "arithmetic",
+              "protocol": protocol(model, sheet_n=n, sheet_seed=seed, a=a, b=b, c=c, label=r["label"],
+                                   noise=f"uniform ±{NOISE} on each z coordinate, 8 draws (seed 0)",
+                                   formula="Y = mean z(A) - mean z(B) + mean z(C)"),
+              "norm_Y": round(float(r["z_result"].norm()), 4), "sqrt_d": model.z_dim**0.5,
+              "files": ["arithmetic.png"]}
+    write_json(out, "arithmetic", result)
+    return result
+
+
+def u(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] image or stack -> uint8 stack."""
+    return to_uint8(x if x.dim() == 4 else x[None])
+
+
+def _img(x: torch.Tensor):
+    """uint8 (1, C, H, W) -> what imshow takes."""
+    return x[0, 0].numpy() if x.shape[1] == 1 else x[0].permute(1, 2, 0).numpy()
