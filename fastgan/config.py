@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from fastgan.errors import ConfigError
@@ -40,6 +42,9 @@ class ModelConfig:
     d_norm: str = _field("batch", choices=("batch", "none"))  # none: the WGAN-GP critic (the penalty is per sample)
     d_dropout: float = 0.0  # dropout probability after each D activation (a D stabiliser)
     kernels: str = _field("torch", choices=("torch", "triton", "auto"), resumable=True)  # BatchNorm+activation impl
+    # torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each rank's slice;
+    # resumable like the world size itself, which also changes what a BatchNorm batch is
+    sync_bn: bool = _field(False, resumable=True)
 
     @property
     def label_classes(self) -> int:
@@ -454,3 +459,145 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "loss.kind=wgan-gp needs a critic without BatchNorm (the penalty is per sample): add --set model.d_norm=none"
         )
+    validate_extras(cfg)
+
+
+# -- config files (`fastgan train --config FILE`) and the checks of the keys they may carry ---------------------------
+# A run's own config.json or a TOML file with the same sections; values are type-checked here, so a mistake is
+# reported with its file and line instead of surfacing later as a bad value with no place.
+
+LOGGERS = ("jsonl", "tensorboard")  # train.loggers
+DIFFAUGMENT_OPS = ("translation", "cutout", "color")  # data.diffaugment (fastgan/data/diffaugment.py)
+
+
+def comma_list(key: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``"a,b"`` -> ("a", "b"), each checked against ``allowed``."""
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    for n in names:
+        if n not in allowed:
+            raise ConfigError(f"bad value for {key}: '{n}' (a comma list of {', '.join(allowed)})")
+    return names
+
+
+def validate_extras(cfg: Config) -> None:
+    """The checks of train.loggers, data.diffaugment and train.freeze_d (called by ``validate``)."""
+    comma_list("train.loggers", cfg.train.loggers, LOGGERS)
+    comma_list("data.diffaugment", cfg.data.diffaugment, DIFFAUGMENT_OPS)
+    if cfg.train.freeze_d < 0:
+        raise ConfigError(f"bad value for train.freeze_d: {cfg.train.freeze_d} (D blocks to freeze, >= 0)")
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """What a config file says: its preset (or None) and ``section.key`` overrides, with the line of each."""
+
+    path: str
+    preset: str | None
+    overrides: dict[str, Any]
+    lines: dict[str, int]
+
+    def annotate(self, err: ConfigError) -> ConfigError:
+        """A ``bad value for KEY`` error about a key this file set, with the file and line added."""
+        m = re.match(r"bad value for ([\w.]+)", str(err))
+        if m and m.group(1) in self.lines:
+            return ConfigError(f"{err} (set in {self.path}, line {self.lines[m.group(1)]})")
+        return err
+
+
+def _key_line(text: str, section: str, name: str) -> int:
+    """1-based line of ``name`` inside ``section`` of a TOML or pretty-printed JSON file (0 if not found)."""
+    lines = text.splitlines()
+    key_re = re.compile(rf'^\s*"?{re.escape(name)}"?\s*[=:]')
+    dotted = re.compile(rf'^\s*"?{re.escape(section)}"?\s*\.\s*"?{re.escape(name)}"?\s*=')
+    head = re.compile(rf'^\s*(\[\s*"?{re.escape(section)}"?\s*\]|"{re.escape(section)}"\s*:)')
+    inside = False
+    for i, ln in enumerate(lines, 1):
+        if dotted.match(ln):
+            return i
+        if head.match(ln):
+            inside = True
+            if key_re.match(ln.split("{", 1)[-1]) or re.search(rf'[{{,]\s*"?{re.escape(name)}"?\s*[=:]', ln):
+                return i  # an inline table / one-line JSON object
+            continue
+        if inside and re.match(r"^\s*\[", ln):  # the next TOML table
+            inside = False
+        if inside and key_re.match(ln):
+            return i
+    return next((i for i, ln in enumerate(lines, 1) if re.search(rf'\b{re.escape(name)}\b', ln)), 0)
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Why ``value`` (as a TOML/JSON parser returns it) cannot be a field of type ``hint``, or None."""
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if typing.get_origin(hint) is tuple:
+        n = len(typing.get_args(hint))
+        ok = isinstance(value, (list, tuple)) and len(value) == n and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return None if ok else f"a list of {n} numbers"
+    return None if isinstance(value, str) else "a string"
+
+
+def load_config_file(path: str) -> ConfigFile:
+    """Read a run's config.json or a TOML file with the same sections (``[model]``, ``[train]``, ...).
+
+    Every key must exist and every value must have its field's type; otherwise a ConfigError names the
+    key, the file and the line."""
+    p = Path(path)
+    kind = p.suffix.lower()
+    if kind not in (".json", ".toml"):
+        raise ConfigError(f"config file {path} must end in .json (a run's config.json) or .toml")
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist: pass a run's config.json or a .toml file")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if kind == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    else:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ConfigError("TOML config files need Python 3.11+ or `pip install tomli`") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}, line 1: expected a table of sections ({', '.join(_SECTIONS)})")
+    hints = all_keys()
+    overrides: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    preset = None
+    for sec, body in data.items():
+        if sec == "preset":
+            if not isinstance(body, str):
+                raise ConfigError(f"config file {path}, line {_key_line(text, '', 'preset')}: preset must be a string")
+            preset = body
+            continue
+        if sec not in _SECTIONS:
+            where = next((i for i, ln in enumerate(text.splitlines(), 1) if sec in ln), 0)
+            raise ConfigError(f"config file {path}, line {where}: unknown section '{sec}' "
+                              f"(sections: {', '.join(_SECTIONS)}, and preset)")
+        if not isinstance(body, dict):
+            raise ConfigError(f"config file {path}, line {_key_line(text, '', sec)}: '{sec}' must be a table of keys")
+        for name, value in body.items():
+            key = f"{sec}.{name}"
+            line = _key_line(text, sec, name)
+            if key not in hints:
+                raise ConfigError(f"config file {path}, line {line}: unknown key '{key}' "
+                                  "(`fastgan train --dry-run` prints every key)")
+            why = _type_problem(value, hints[key])
+            if why:
+                raise ConfigError(f"config file {path}, line {line}: {key} must be {why}, got {json.dumps(value)}")
+            overrides[key] = tuple(value) if isinstance(value, list) else value
+            lines[key] = line
+    return ConfigFile(str(path), preset, overrides, lines)
