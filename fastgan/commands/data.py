@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,17 +59,38 @@ def add_parser(sub) -> None:
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(run=run_prepare)
 
+    v = verbs.add_parser("verify", help="check a prepared folder against the full sha256 in its manifest",
+                         description="Recompute the sha256 of DIR/images.npy (and labels.npy) and compare it with "
+                                     "DIR/manifest.json. Every load already checks the size and a sampled hash; this "
+                                     "reads every byte. Exit 0: OK; exit 2: changed since `fastgan data prepare`.")
+    v.add_argument("folder", help="a folder written by `fastgan data prepare`")
+    v.set_defaults(run=run_verify)
+
 
 def run_list(args: argparse.Namespace) -> int:
-    from fastgan.data import SOURCES
-    from fastgan.data.cache import DECODED
-    from fastgan.data.download import ALIASES, DOWNLOADS
+    from fastgan import catalog  # light: `data list` never imports torch
+    from fastgan.paths import data_home
 
-    for name in sorted(SOURCES):
-        how = "download" if name in DOWNLOADS or name in ALIASES else ""
-        kind = "decoded, cached" if name in DECODED else {"digits": "bundled", "prepared": "memory-mapped"}.get(
-            name, "arrays")
-        print(f"{name:<22} {kind:<16} {how}".rstrip())
+    home = data_home()
+    why = "$FASTGAN_DATA" if os.environ.get("FASTGAN_DATA") else "$FASTGAN_DATA is unset, so ./data"
+    print(f"Data sources. Files are looked for in {home.resolve()} ({why}), one folder per dataset below;\n"
+          "--set data.root=DIR (train) or --root DIR (data download, classifier train) points elsewhere.\n")
+    rows = [("NAME", "HERE", "FOLDER", "CH", "CLASSES", "GET")]
+    for name, e in sorted(catalog.SOURCES.items()):
+        folder = catalog.where(name)
+        here = "yes" if catalog.present(name) else "no" if folder else "-"
+        shown = str(folder) if folder else "(bundled)" if e.get == catalog.BUNDLED else "data.root=DIR"
+        get = e.get + (", decoded once and cached" if e.decoded else "")
+        rows.append((name, here, shown, str(e.channels or "?"), str(e.classes or "?"), get))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+    print("\nNAME     the value of data.dataset (and of `fastgan data download NAME`)\n"
+          "HERE     yes: its folder exists and is not empty\n"
+          "CH       image channels; CLASSES: labels ('?': the files or data.attribute, data.categories,\n"
+          "         data.class_folders decide)\n"
+          "GET      download: `fastgan data download NAME` (checksummed); manual: no checksummed public link,\n"
+          "         training without it says where to get it; your files: a folder you name with data.root")
     return 0
 
 
@@ -99,4 +121,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     m = prepare_source(cfg, args.resolution, Path(args.out), args.quiet)
     print(json.dumps({k: m[k] for k in ("source", "resolution", "channels", "count", "skipped", "num_classes",
                                          "sha256")} | {"out": args.out}))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from fastgan.data.prepare import verify_prepared
+
+    problems = verify_prepared(Path(args.folder))
+    if problems:
+        raise DataError(f"{'; '.join(problems)}: the folder changed since it was prepared, run `fastgan data "
+                        f"prepare` again into {args.folder}")
+    print(f"OK {args.folder}: images.npy matches the sha256 in manifest.json")
     return 0

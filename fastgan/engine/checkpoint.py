@@ -6,12 +6,11 @@ and dicts, and is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import os
-import pickle
+import io
 import random
 import re
-import tempfile
-import zipfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import torch
 
 from fastgan import __version__
 from fastgan.config import RESUMABLE_CHANGES, Config
+from fastgan.engine.ckpt_check import check_generator, validate_checkpoint
+from fastgan.engine.runfolder import move_aside, write_atomic
 from fastgan.errors import CheckpointError
 from fastgan.models import build_generator
 
@@ -50,46 +51,42 @@ def set_rng_state(s: dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync it, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is as readable as any file
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Serialize in memory, then write a temp file in the same folder, fsync it and rename it over ``path``
+    (``runfolder.write_atomic``). Serializing first gives the exact size a full disk would have needed and
+    keeps torch's zip writer away from a failing file (it reports ENOSPC as "unexpected pos")."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(Path(path), buf.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a fastgan checkpoint; a clean CheckpointError for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist: check the path (run folders keep them in checkpoints/)")
+    if not path.is_file():  # a folder, FIFO or device is never opened
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}: check the path (run folders keep them in checkpoints/)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError, KeyError) as e:
+        with warnings.catch_warnings():  # torch warns about weights_only on refusals: the one line below says it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the unpickler or zip reader raises on a damaged file
+        if "Weights only load failed" in str(e):
+            raise CheckpointError(f"{path} is not a fastgan checkpoint: loading it would execute code (it holds "
+                                  "pickled Python objects), so fastgan refuses") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({first[:120]}): use an earlier checkpoint of the run"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastgan checkpoint: pass a file written by `fastgan train`")
-    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+    version = ckpt.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} was written by a newer fastgan (format {ckpt['format_version']}): upgrade fastgan to read it"
+            f"{path} was written by a newer fastgan (format {version!r:.20}): upgrade fastgan to read it"
         )
+    validate_checkpoint(ckpt, path)
     return ckpt
 
 
@@ -122,9 +119,27 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    for p in list_checkpoints(run_dir)[:-keep]:
-        p.unlink(missing_ok=True)
+def is_readable(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def prune_checkpoints(run_dir: Path, keep: int, readable: Callable[[Path], bool] = is_readable) -> list[Path]:
+    """Keep the newest ``keep`` readable step checkpoints, delete older ones. An unreadable one never counts as
+    kept (else a truncated step-9 would get the fresh step-8 deleted): it is renamed to ``*.corrupt``.
+    Returns the renamed files."""
+    kept, moved = 0, []
+    for p in reversed(list_checkpoints(run_dir)):
+        if not readable(p):
+            moved.append(move_aside(p))
+        elif kept < keep:
+            kept += 1
+        else:
+            p.unlink(missing_ok=True)
+    return moved
 
 
 def make_payload(state, cfg: Config, dataset_info: dict[str, Any], extra: dict[str, Any] | None = None,
@@ -163,8 +178,13 @@ def restore_state(state, ckpt: dict[str, Any], path: Path) -> None:
         state.D.load_state_dict(ckpt["models"]["D"])
         if state.G_ema is not None:
             state.G_ema.load_state_dict(ckpt["models"]["G_ema"] or ckpt["models"]["G"])
-        state.opt_g.load_state_dict(ckpt["optim"]["G"])
-        state.opt_d.load_state_dict(ckpt["optim"]["D"])
+        # load_state_dict brings back the stored learning rates; the state was built from the run's current
+        # config, and a resumed run may lower them (the divergence advice): keep the config's.
+        for opt, key in ((state.opt_g, "G"), (state.opt_d, "D")):
+            lrs = [g["lr"] for g in opt.param_groups]
+            opt.load_state_dict(ckpt["optim"][key])
+            for g, lr in zip(opt.param_groups, lrs):
+                g["lr"] = lr
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model ({describe_load_error(e)}): it is from another model"
@@ -187,4 +207,6 @@ def load_generator(path: str | Path, device: torch.device, use_ema: bool = True)
             f"checkpoint {path} holds a generator that does not match its config ({describe_load_error(e)}): "
             "it was altered or comes from another model"
         ) from None
-    return G.to(device).eval(), cfg, ckpt
+    G = G.to(device).eval()
+    check_generator(G, path, device)
+    return G, cfg, ckpt

@@ -1,0 +1,204 @@
+"""Is a loaded file a whole, sound fastgan checkpoint? Checked once, on load, so that sample, export, fid and
+``train --resume`` meet one clean CheckpointError instead of a KeyError or a shape error deep inside.
+
+What is checked: every key the commands read (config, step, rng, models, optim, and the optional dataset,
+scaler, best), the config's types and values (``fastgan.config.validate``), each state dict's keys, shapes and
+dtypes against the models that config builds (on the meta device: no memory, no init), the Adam state against
+those parameters, the RNG states' layout, and that every weight and buffer is finite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastgan.config import Config, _type_problem, all_keys, validate
+from fastgan.errors import CheckpointError, ConfigError
+from fastgan.models import build_models
+
+REQUIRED = ("config", "step", "rng", "models", "optim")
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-parameter tensors
+
+
+class _Bad(Exception):
+    """One problem, as a phrase ('models.G is a list, not a state dict')."""
+
+
+def _need(cond: bool, why: str) -> None:
+    if not cond:
+        raise _Bad(why)
+
+
+def _kind(x: Any) -> str:
+    return "a tensor" if isinstance(x, torch.Tensor) else "None" if x is None else f"a {type(x).__name__}"
+
+
+def _int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _config(raw: Any) -> Config:
+    _need(isinstance(raw, dict), f"config is {_kind(raw)}, not a dict")
+    hints = all_keys()
+    for sec, body in raw.items():
+        if sec == "preset":
+            _need(isinstance(body, str), f"config.preset is {_kind(body)}, not a string")
+            continue
+        if not any(k.startswith(f"{sec}.") for k in hints):
+            continue  # a section of another fastgan version: ignored, as Config.from_dict does
+        _need(isinstance(body, dict), f"config.{sec} is {_kind(body)}, not a dict")
+        for name, value in body.items():
+            key = f"{sec}.{name}"
+            why = key in hints and _type_problem(value, hints[key])
+            _need(not why, f"config {key} must be {why}, got {value!r:.40}")
+    try:
+        cfg = Config.from_dict(raw)
+        validate(cfg)
+    except ConfigError as e:
+        raise _Bad(f"its config is invalid ({e})") from None
+    _need(cfg.model.channels in (1, 3), f"config model.channels is {cfg.model.channels}: a trained model has 1 or 3")
+    return cfg
+
+
+def _state_dict(sd: Any, ref: dict[str, torch.Tensor], name: str) -> None:
+    _need(isinstance(sd, dict), f"{name} is {_kind(sd)}, not a state dict")
+    missing = [k for k in ref if k not in sd]
+    extra = [k for k in sd if k not in ref]
+    if missing:
+        raise _Bad(f"{name} lacks {missing[0]} ({len(missing)} missing)")
+    if extra:
+        raise _Bad(f"{name} has an unexpected entry {str(extra[0])[:40]!r}")
+    for k, want in ref.items():
+        t = sd[k]
+        _need(isinstance(t, torch.Tensor), f"{name}.{k} is {_kind(t)}, not a tensor")
+        _need(t.shape == want.shape, f"{name}.{k} has shape {tuple(t.shape)}, the config's model needs "
+                                     f"{tuple(want.shape)}")
+        _need(t.dtype == want.dtype, f"{name}.{k} is {t.dtype}, not {want.dtype}")
+        if t.is_floating_point():
+            _need(bool(torch.isfinite(t).all()), f"{name}.{k} holds NaN or inf (the run had diverged when this "
+                                                 "was saved)")
+            _need(not k.endswith("running_var") or bool((t >= 0).all()), f"{name}.{k} holds a negative variance")
+
+
+def _optimizer(sd: Any, params: list[torch.Tensor], name: str) -> None:
+    _need(isinstance(sd, dict), f"{name} is {_kind(sd)}, not an optimizer state")
+    groups, state = sd.get("param_groups"), sd.get("state")
+    _need(isinstance(groups, list) and groups, f"{name}.param_groups is {_kind(groups)}, not a list of groups")
+    _need(isinstance(state, dict), f"{name}.state is {_kind(state)}, not a dict")
+    ids: list[int] = []
+    for g in groups:
+        _need(isinstance(g, dict), f"{name}.param_groups holds {_kind(g)}, not a dict")
+        _need(isinstance(g.get("params"), list) and all(_int(i) for i in g["params"]),
+              f"{name}.param_groups[].params is not a list of indices")
+        _need(_number(g.get("lr")) or isinstance(g.get("lr"), torch.Tensor), f"{name} has no learning rate")
+        b = g.get("betas")
+        _need(isinstance(b, (list, tuple)) and len(b) == 2 and all(_number(v) or isinstance(v, torch.Tensor) for v in b),
+              f"{name}.betas is not two numbers")
+        for k in ("eps", "weight_decay"):
+            _need(_number(g.get(k, 0.0)) or isinstance(g.get(k), torch.Tensor), f"{name}.{k} is not a number")
+        ids += g["params"]
+    _need(sorted(ids) == list(range(len(params))), f"{name} covers {len(ids)} parameters, the model has {len(params)}")
+    for i, s in state.items():
+        _need(_int(i) and 0 <= i < len(params), f"{name}.state has an entry {str(i)[:20]!r} for no parameter")
+        _need(isinstance(s, dict), f"{name}.state[{i}] is {_kind(s)}, not a dict")
+        step = s.get("step")
+        _need(_number(step) or (isinstance(step, torch.Tensor) and step.numel() == 1),
+              f"{name}.state[{i}].step is {_kind(step)}, not a count")
+        for k in _STATE_KEYS:
+            if k not in s and k == "max_exp_avg_sq":
+                continue
+            t = s.get(k)
+            _need(isinstance(t, torch.Tensor), f"{name}.state[{i}].{k} is {_kind(t)}, not a tensor")
+            _need(t.shape == params[i].shape, f"{name}.state[{i}].{k} has shape {tuple(t.shape)}, its parameter "
+                                              f"{tuple(params[i].shape)}")
+            _need(t.is_floating_point() and bool(torch.isfinite(t).all()),
+                  f"{name}.state[{i}].{k} is not a finite float tensor")
+
+
+def _rng(r: Any) -> None:
+    _need(isinstance(r, dict), f"rng is {_kind(r)}, not a dict")
+    t = r.get("torch")
+    ref = torch.get_rng_state()
+    _need(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.shape == ref.shape,
+          f"rng.torch is not a CPU generator state (uint8 {tuple(ref.shape)})")
+    cuda = r.get("cuda")
+    _need(isinstance(cuda, list) and all(isinstance(c, torch.Tensor) and c.dtype == torch.uint8 for c in cuda),
+          "rng.cuda is not a list of generator states")
+    n = r.get("numpy")
+    _need(isinstance(n, dict), f"rng.numpy is {_kind(n)}, not a dict")
+    keys = n.get("keys")
+    _need(isinstance(keys, torch.Tensor) and keys.shape == (624,) and not keys.is_floating_point(),
+          "rng.numpy.keys is not 624 integers")
+    _need(_int(n.get("pos")) and 0 <= n["pos"] <= 624 and _int(n.get("has_gauss")) and _number(n.get("cached")),
+          "rng.numpy is not a numpy generator state")
+    py = r.get("python")
+    _need(isinstance(py, (list, tuple)) and len(py) == 3 and _int(py[0]) and isinstance(py[1], (list, tuple))
+          and len(py[1]) == 625 and all(_int(v) and 0 <= v < 2**32 for v in py[1]) and py[1][-1] <= 624
+          and (py[2] is None or _number(py[2])), "rng.python is not a Python random state")
+
+
+def _optional(ckpt: dict[str, Any]) -> None:
+    ds = ckpt.get("dataset")
+    _need(ds is None or isinstance(ds, dict), f"dataset is {_kind(ds)}, not a dict")
+    if ds:
+        _need(isinstance(ds.get("class_names", []), list), "dataset.class_names is not a list")
+        _need(isinstance(ds.get("name", ""), str), "dataset.name is not a string")
+    sc = ckpt.get("scaler")
+    _need(sc is None or (isinstance(sc, dict) and all(isinstance(v, dict) and v and all(
+        _number(x) or isinstance(x, torch.Tensor) for x in v.values()) for v in sc.values())),
+          f"scaler is {_kind(sc)}, not the gradient scalers' state")
+    best = ckpt.get("best")
+    if best is not None:
+        _need(isinstance(best, dict), f"best is {_kind(best)}, not a dict")
+        _need(best.get("value") is None or _number(best.get("value")), "best.value is not a number")
+        _need(best.get("step") is None or _int(best.get("step")), "best.step is not a step")
+        _need(_int(best.get("bad_evals", 0)), "best.bad_evals is not a count")
+
+
+def _check(ckpt: dict[str, Any]) -> None:
+    missing = [k for k in REQUIRED if k not in ckpt]
+    _need(not missing, f"it has no {' and no '.join(missing)}")
+    cfg = _config(ckpt["config"])
+    _need(_int(ckpt["step"]) and ckpt["step"] >= 0, f"step is {ckpt['step']!r:.30}, not a step count")
+    _rng(ckpt["rng"])
+    _optional(ckpt)
+    models, optim = ckpt["models"], ckpt["optim"]
+    _need(isinstance(models, dict), f"models is {_kind(models)}, not a dict")
+    _need(isinstance(optim, dict), f"optim is {_kind(optim)}, not a dict")
+    try:
+        with torch.device("meta"):  # shapes and dtypes only: nothing is allocated or initialised
+            G, D = build_models(cfg.model)
+    except (ConfigError, RuntimeError, ValueError) as e:
+        raise _Bad(f"its config builds no model ({e})") from None
+    g_ref, d_ref = G.state_dict(), D.state_dict()
+    _state_dict(models.get("G"), g_ref, "models.G")
+    _state_dict(models.get("D"), d_ref, "models.D")
+    if models.get("G_ema") is not None:
+        _state_dict(models["G_ema"], g_ref, "models.G_ema")
+    _optimizer(optim.get("G"), list(G.parameters()), "optim.G")
+    _optimizer(optim.get("D"), list(D.parameters()), "optim.D")
+
+
+def validate_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """CheckpointError naming the first problem of a loaded fastgan checkpoint (format already checked)."""
+    try:
+        _check(ckpt)
+    except _Bad as e:
+        raise CheckpointError(f"checkpoint {path} is damaged or was edited: {e}; use another checkpoint of the "
+                              "run (the run folder keeps the last few in checkpoints/)") from None
+
+
+@torch.no_grad()
+def check_generator(G: torch.nn.Module, path: str | Path, device: torch.device) -> None:
+    """Finite weights can still make NaN images (a negative BatchNorm variance): try two latents first."""
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    y = torch.zeros(2, dtype=torch.long, device=device) if getattr(G, "num_classes", 0) else None
+    if not bool(torch.isfinite(G(z, y)).all()):
+        raise CheckpointError(f"checkpoint {path} holds a generator whose images are NaN or inf (its weights or "
+                              "BatchNorm statistics are broken): use another checkpoint of the run")
