@@ -10,6 +10,7 @@ import sys
 
 from fastgan import __version__
 from fastgan.errors import FastganError
+from fastgan.outputs import user_os_error
 
 # Order is the order of `fastgan --help`.
 SUBCOMMANDS = ("train", "sample", "presets", "export", "data", "fid", "classifier", "bench", "analyze", "report")
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not a user error: one line unless asked for the traceback
+        if line := user_os_error(e):  # permissions, a full disk, a missing or misplaced path: the user's to fix
+            print(f"fastgan: error: {line}", file=sys.stderr)
+            return 2
         if os.environ.get("FASTGAN_DEBUG"):
             raise
         print(f"fastgan: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "

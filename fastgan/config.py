@@ -17,6 +17,7 @@ from typing import Any
 from fastgan.errors import ConfigError
 
 DEFAULT_PRESET = "digits-cdcgan"
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 
 
 def _field(default: Any, *, choices: tuple[Any, ...] = (), resumable: bool = False) -> Any:
@@ -450,9 +451,15 @@ def validate(cfg: Config) -> None:
     if d.cache_resolution and d.cache_resolution < 8:
         raise ConfigError(f"bad value for data.cache_resolution: {d.cache_resolution} (at least 8 px, or 0)")
     for key, v in (("data.crop_pad", d.crop_pad), ("data.loader_workers", d.loader_workers),
-                   ("data.prepare_workers", d.prepare_workers)):
+                   ("data.prepare_workers", d.prepare_workers), ("eval.every", cfg.eval.every),
+                   ("eval.samples", cfg.eval.samples), ("eval.patience", cfg.eval.patience),
+                   ("eval.reference", cfg.eval.reference)):
         if v < 0:
             raise ConfigError(f"bad value for {key}: {v} (must be >= 0)")
+    if cfg.eval.batch_size < 1:
+        raise ConfigError(f"bad value for eval.batch_size: {cfg.eval.batch_size} (must be at least 1)")
+    if not 0 <= t.seed <= MAX_SEED:
+        raise ConfigError(f"bad value for train.seed: {t.seed} (must be in 0 .. 2**63-1)")
     if not 0.0 < d.device_fraction <= 1.0:
         raise ConfigError(f"bad value for data.device_fraction: {d.device_fraction} (must be in (0, 1])")
     if lo.kind == "wgan-gp" and m.d_norm == "batch":

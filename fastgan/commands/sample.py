@@ -3,14 +3,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from fastgan.devices import resolve_device
-from fastgan.engine.checkpoint import load_generator
-from fastgan.engine.sampling import generate
+from fastgan.config import MAX_SEED
 from fastgan.errors import ConfigError
-from fastgan.images import make_grid, save_npz, save_png, to_uint8
+from fastgan.outputs import check_output_file
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_parser(sub) -> None:
@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
 
 
 def parse_labels(text: str | None, n: int, num_classes: int) -> torch.Tensor | None:
+    import torch
+
     if num_classes == 0:
         if text:
             raise ConfigError("--labels given but this generator is unconditional: drop --labels")
@@ -60,12 +62,31 @@ def _sample_onnx(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor |
         from fastgan.export.runtime import OnnxGenerator
     except ImportError as e:
         raise ConfigError(f"--onnx needs the '{e.name}' package: pip install 'fastgan[onnx]'") from None
+    import torch
+
     og = OnnxGenerator(args.onnx, ["CPUExecutionProvider"] if args.device == "cpu" else None)
-    y = parse_labels(args.labels, args.num, og.num_classes)
+    n = grid_count(args, og.num_classes)
+    y = parse_labels(args.labels, n, og.num_classes)
     print(f"onnxruntime provider: {og.provider}", file=sys.stderr)
-    z = torch.randn(args.num, og.z_dim, generator=torch.Generator().manual_seed(args.seed))
+    z = torch.randn(n, og.z_dim, generator=torch.Generator().manual_seed(args.seed))
     x = og.run(z.numpy(), None if y is None else y.numpy())
     return torch.from_numpy(x), y, og.num_classes
+
+
+def grid_columns(args: argparse.Namespace, num_classes: int) -> int | None:
+    """One class per column when a PNG shows every class in turn (and the classes fit a row)."""
+    png = Path(args.out).suffix.lower() == ".png"
+    return num_classes if png and 2 <= num_classes <= 16 and not args.labels else None
+
+
+def grid_count(args: argparse.Namespace, num_classes: int) -> int:
+    """-n, rounded up to whole rows of classes for a class-per-column PNG (64 digits -> 70): no ragged last row."""
+    cols = grid_columns(args, num_classes)
+    if not cols or args.num % cols == 0:
+        return args.num
+    n = -(-args.num // cols) * cols
+    print(f"-n {args.num} rounded up to {n}: {n // cols} full rows of the {cols} classes", file=sys.stderr)
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,19 +97,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must end in .png or .npz, got '{out}'")
     if (args.checkpoint is None) == (args.onnx is None):
         raise ConfigError("give a checkpoint or --onnx MODEL.onnx (exactly one of them)")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed {args.seed} is out of range: use 0 .. 2**63-1")
+    check_output_file(out)
+    import torch  # after the argument checks: a bad option fails at once
+
+    from fastgan.devices import resolve_device
+    from fastgan.engine.checkpoint import load_generator
+    from fastgan.engine.sampling import generate
+    from fastgan.images import make_grid, save_npz, save_png, to_uint8
+
     if args.onnx:
         x, y, k = _sample_onnx(args)
     else:
         device = resolve_device(args.device)
         G, cfg, _ = load_generator(args.checkpoint, device, not args.no_ema)
         k = cfg.model.label_classes
-        y = parse_labels(args.labels, args.num, k)
+        n = grid_count(args, k)
+        y = parse_labels(args.labels, n, k)
         gen = torch.Generator().manual_seed(args.seed)
-        z = torch.randn(args.num, cfg.model.z_dim, generator=gen)
+        z = torch.randn(n, cfg.model.z_dim, generator=gen)
         x = generate(G, z.to(device), None if y is None else y.to(device))
     if out.suffix.lower() == ".npz":
         save_npz(x, y, out)
     else:
-        save_png(make_grid(to_uint8(x), k if 2 <= k <= 16 and not args.labels else None), out)
-    print(f"wrote {args.num} images to {out}", file=sys.stderr)
+        save_png(make_grid(to_uint8(x), grid_columns(args, k)), out)
+    print(f"wrote {len(x)} images to {out}", file=sys.stderr)
     return 0
