@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastgan.config import DataConfig
 from fastgan.errors import DataError
+from fastgan.outputs import check_output_dir
 
 
 def add_parser(sub) -> None:
@@ -113,6 +114,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         name, root = "folder", name
     if args.resolution < 8:
         raise DataError(f"--resolution {args.resolution} is too small: use 8 px or more (e.g. 64)")
+    check_output_dir(args.out)
     if not 0.0 < args.crop <= 1.0:
         raise DataError(f"--crop {args.crop} must be in (0, 1]: a fraction of the shorter side")
     cfg = replace(DataConfig(), dataset=name, root=root, split=args.split, crop=args.crop,

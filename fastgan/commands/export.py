@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastgan.errors import ConfigError
 from fastgan.export.spec import ATOL_FP16, OPSETS, ExportOptions, OnnxError
+from fastgan.outputs import check_output_file
 
 _D = ExportOptions()
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--onnx must end in .onnx, got '{out}'")
     if Path(args.checkpoint).suffix.lower() == ".onnx":
         raise OnnxError(f"{args.checkpoint} is an ONNX model already: export reads a checkpoint (.pt) of `fastgan train`")
+    check_output_file(out, "--onnx")
     try:
         from fastgan.export.onnx_export import export_checkpoint
     except ImportError as e:

@@ -4,14 +4,14 @@ import argparse
 import json
 import sys
 
-from fastgan.config import EvalConfig
-from fastgan.devices import resolve_device
+from fastgan.config import MAX_SEED, EvalConfig
 from fastgan.errors import FastganError
-from fastgan.metrics.features import extract
-from fastgan.metrics.fid import FID, IMPLS, load_stats, resolve_impl, save_stats, stats_to_fid
-from fastgan.metrics.inception import DIMS, RESIZE, load_inception
-from fastgan.metrics.inception_score import logits_to_is
-from fastgan.metrics.sources import CHECKPOINT_SAMPLES, open_source
+from fastgan.outputs import check_output_file
+
+# Copies of fastgan.metrics' constants, so that parsing and --help never import torch (a test checks they match).
+IMPLS = ("auto", "native", "numpy", "torch")  # fastgan.metrics.fid.IMPLS
+DIMS = (64, 192, 768, 2048)  # fastgan.metrics.inception.DIMS
+CHECKPOINT_SAMPLES = 10000  # fastgan.metrics.sources.CHECKPOINT_SAMPLES
 
 
 def add_parser(sub) -> None:
@@ -51,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
         raise FastganError("give a second source B to compare with, or --save-stats PATH, or --isc")
     if args.samples < 0 or args.batch_size < 1:
         raise FastganError("--samples must be >= 0 and --batch-size >= 1")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise FastganError(f"--seed {args.seed} is out of range: use 0 .. 2**63-1")
+    if args.save_stats:
+        check_output_file(args.save_stats, "--save-stats")  # before minutes of feature extraction
+    from fastgan.devices import resolve_device
+    from fastgan.metrics.features import extract
+    from fastgan.metrics.fid import FID, load_stats, resolve_impl, save_stats, stats_to_fid
+    from fastgan.metrics.inception import RESIZE, load_inception
+    from fastgan.metrics.inception_score import logits_to_is
+    from fastgan.metrics.sources import open_source
+
     device = resolve_device(args.device)
     sources = [open_source(s, args.samples, args.seed, device) for s in (args.a, args.b) if s is not None]
     stats = [load_stats(s.stats_path) if s.kind == "stats" else None for s in sources]
@@ -60,6 +71,13 @@ def run(args: argparse.Namespace) -> int:
     if args.isc and not images:
         raise FastganError("--isc needs images (a folder, dataset split or checkpoint), not stats files")
     dims = args.dims or next((st.dim for st in stats if st is not None and st.dim in DIMS), 2048)
+    known = [(s.spec, st.dim) for s, st in zip(sources, stats) if st is not None]
+    want = args.dims or (dims if images else known[0][1] if known else None)
+    bad = next(((spec, d) for spec, d in known if d != want), None)
+    if bad:  # features of different layers cannot be compared (and --dims must not be ignored)
+        asked = f"--dims {args.dims} asks for d={args.dims}" if args.dims else f"the other side has d={want}"
+        raise FastganError(f"stats file {bad[0]} has d={bad[1]} features but {asked}: compare statistics of the "
+                           "same Inception layer (drop --dims, or use a stats file of that layer)")
     out: dict = {}
     protocol: dict = {"trace_sqrt": resolve_impl(args.impl), "statistics": "float64 mean and unbiased covariance"}
     if images:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from fastgan.config import (
@@ -11,17 +12,18 @@ from fastgan.config import (
     choices,
     describe_keys,
     load_config,
+    load_config_file,
     parse_set_args,
     validate,
 )
-from fastgan.engine import checkpoint as ckpt_mod
-from fastgan.engine.loop import find_resume, train
+from fastgan.errors import ConfigError
+from fastgan.outputs import check_output_dir
 
 _SHORTCUTS = {"steps": "train.steps", "batch_size": "train.batch_size", "out": "train.out",
               "device": "train.device", "seed": "train.seed", "kernels": "model.kernels",
               "compile": "train.compile", "amp": "train.amp", "channels_last": "train.channels_last",
               "cuda_graph": "train.cuda_graph", "fast": "train.fast", "eval_every": "eval.every",
-              "patience": "eval.patience"}
+              "patience": "eval.patience", "init_from": "train.init_from"}
 
 
 def add_parser(sub) -> None:
@@ -65,6 +67,16 @@ def add_parser(sub) -> None:
     p.add_argument("--keys", action="store_true",
                    help="list every config key with its default, allowed values and whether a resume may change it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    eco = p.add_argument_group("config files, fine-tuning, logging")
+    eco.add_argument("--config", metavar="FILE",
+                     help="start from a run's config.json or a TOML file with the same sections ([model], [train], "
+                     "...); --set and flags still override it")
+    eco.add_argument("--init-from", metavar="CKPT",
+                     help="fine-tune: a NEW run (step 0, fresh optimizers) from another run's G, D and EMA; the "
+                     "model's shape comes from it (train.init_from; see also train.freeze_d)")
+    eco.add_argument("--tensorboard", action="store_true",
+                     help="also write TensorBoard events to RUN_DIR/tb (train.loggers=jsonl,tensorboard; "
+                     "pip install 'fastgan[tensorboard]')")
     p.set_defaults(run=run)
 
 
@@ -73,13 +85,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     for attr, key in _SHORTCUTS.items():
         if getattr(args, attr) is not None:
             ov[key] = str(getattr(args, attr))
+    if args.tensorboard:
+        ov["train.loggers"] = "jsonl,tensorboard"
     return ov
 
 
 def resolve_config(args: argparse.Namespace):
-    """Preset + overrides; when resuming without a preset, the checkpoint's own config + overrides."""
-    ov = _overrides(args)
+    """Preset + overrides; when resuming without a preset, the checkpoint's own config + overrides.
+    Lowest to highest: preset, the model shape of --init-from's run, --config FILE, --set, flags."""
+    file = load_config_file(args.config) if args.config else None
+    ov = {**(file.overrides if file else {}), **_overrides(args)}
+    if args.init_from and args.resume:
+        raise ConfigError("--init-from starts a new run and --resume continues one: drop one of them")
     if args.resume and args.preset is None:
+        # torch is imported only when there is a checkpoint to read
+        from fastgan.engine import checkpoint as ckpt_mod
+        from fastgan.engine.loop import find_resume
+
         if args.resume == "auto":
             out = ov.get("train.out") or str(Path("runs") / DEFAULT_PRESET)
             path = find_resume("auto", Path(out))
@@ -89,7 +111,14 @@ def resolve_config(args: argparse.Namespace):
             cfg = apply_overrides(ckpt_mod.config_of(ckpt_mod.load_checkpoint(path)), ov)
             validate(cfg)
             return cfg
-    return load_config(args.preset, ov)
+    if args.init_from:
+        from fastgan.engine.finetune import source_model_overrides
+
+        ov = {**source_model_overrides(args.init_from), **ov}
+    try:
+        return load_config(args.preset or (file.preset if file else None), ov)
+    except ConfigError as e:
+        raise file.annotate(e) if file else e from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,9 +129,19 @@ def run(args: argparse.Namespace) -> int:
         load_config(args.preset)  # raises the one-line error
     cfg = resolve_config(args)
     if args.dry_run:
-        print(cfg.to_json())
+        from fastgan.engine.preview import resolved  # channels, classes and run folder as the run would fill them
+
+        print(resolved(cfg, args.resume).to_json())
         return 0
-    result = train(cfg, resume=args.resume, quiet=args.quiet)
+    check_output_dir(cfg.train.out or "runs", "the run folder (--out)")  # a bad --out costs one line, not a run
+    from fastgan.engine.loop import train  # torch only now: --help and --keys stay fast
+    from fastgan.engine.runfolder import TrainingStopped
+
+    try:
+        result = train(cfg, resume=args.resume, quiet=args.quiet)
+    except TrainingStopped as e:  # SIGTERM/SIGINT: checkpoint saved; 143/130 as a shell reports the signal
+        print(f"fastgan: {e}", file=sys.stderr)
+        return e.exit_code
     m = result.last_metrics
     summary = {"run_dir": str(result.run_dir), "step": result.step, "seconds": round(result.seconds, 1),
                "checkpoint": str(result.checkpoint), **{k: m[k] for k in ("d_loss", "g_loss") if k in m}}

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from fastgan import __version__
-from fastgan.engine.checkpoint import load_generator
 from fastgan.config import Config
+from fastgan.engine.checkpoint import load_generator
 from fastgan.export.fold import fold_batchnorm
 from fastgan.export.runtime import open_session, to_uint8
 from fastgan.export.spec import (
@@ -39,10 +39,11 @@ from fastgan.export.spec import (
     IMAGES_UINT8,
     LABEL,
     VERIFY_BATCHES,
-    Z,
     ExportOptions,
     OnnxError,
+    Z,
 )
+from fastgan.images import quantize
 
 TRACE_BATCH = 2  # example batch for a dynamic axis: torch.export specialises sizes 0 and 1
 
@@ -69,8 +70,7 @@ class Deployable(nn.Module):
         x = self.G(z.to(self.dtype), label).float().clamp(-1, 1)
         if not self.uint8:
             return x
-        # The arithmetic of fastgan.images.to_uint8, so saved files match `fastgan sample`.
-        return x, ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return x, quantize(x).permute(0, 2, 3, 1)  # the rule of `fastgan sample`'s files
 
 
 def generator_metadata(cfg: Config, ckpt: dict, weights: str, opts: ExportOptions) -> dict[str, str]:
@@ -145,6 +145,9 @@ def verify(path: Path, G: nn.Module, opts: ExportOptions) -> tuple[float, int]:
         z = torch.randn(n, G.z_dim, generator=gen)
         y = torch.randint(0, G.num_classes, (n,), generator=gen) if G.num_classes else None
         ref = G(z, y).float().numpy()
+        if not np.isfinite(ref).all():  # broken weights, not an exporter bug: say so, not "please report it"
+            raise OnnxError("the generator itself makes NaN or inf images (its weights or BatchNorm statistics are "
+                            "broken): export an earlier checkpoint of the run; nothing was written")
         outs = session.run(None, {Z: z.numpy(), **({LABEL: y.numpy()} if y is not None else {})})
         diff = float(np.abs(outs[0] - ref).max())
         levels = int(np.abs(outs[1].astype(np.int16) - to_uint8(ref)).max()) if opts.uint8 else 0

@@ -88,6 +88,45 @@ class StatsAccumulator:
             if self.n > x.shape[1]:
                 self._kept = None  # enough samples for a full-rank covariance: no need for them
 
+    def all_reduce(self) -> None:
+        """Combine with the accumulators of the other ranks of the torch.distributed group (a no-op without one):
+        afterwards every rank holds the statistics of all ranks' features. The float64 sums (count, sum, sum of
+        outer products) are moved to one common shift (the first rank's that saw features) and all-reduced;
+        kept features, needed only while n <= d, are gathered in rank order."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        world = dist.get_world_size()
+        shifts: list = [None] * world
+        dist.all_gather_object(shifts, None if self._shift is None else self._shift.cpu())
+        seen = [s for s in shifts if s is not None]
+        if not seen:
+            return
+        shift = seen[0]
+        d = shift.shape[0]
+        if self._shift is None:  # this rank saw nothing: zero sums around the common shift
+            n, s, o = 0, torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64)
+        else:
+            if self._shift.shape[0] != d:
+                raise FastganError(f"feature size {self._shift.shape[0]} on rank {dist.get_rank()}, {d} on another")
+            shift = shift.to(self._shift.device)
+            delta = self._shift - shift  # x - shift = (x - own shift) + delta
+            n, s, o = self.n, self._sum, self._outer
+            o = o + torch.outer(s, delta) + torch.outer(delta, s) + n * torch.outer(delta, delta)
+            s = s + n * delta
+        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else s.device
+        flat = torch.cat([torch.tensor([float(n)], dtype=torch.float64), s.cpu(), o.cpu().reshape(-1)]).to(dev)
+        dist.all_reduce(flat)
+        here = self._shift.device if self._shift is not None else torch.device("cpu")
+        flat = flat.to(here)
+        kept: list = [None] * world
+        dist.all_gather_object(kept, None if self._kept is None else [k.cpu() for k in self._kept])
+        self.n = int(round(float(flat[0])))
+        self._shift = shift.to(here)
+        self._sum, self._outer = flat[1 : d + 1].clone(), flat[d + 1 :].reshape(d, d).clone()
+        self._kept = None if any(k is None for k in kept) or self.n > d else [t for k in kept for t in k]
+
     def result(self) -> Stats:
         if self.n < 2:
             raise FastganError(f"FID statistics need at least 2 images, got {self.n}")
@@ -240,9 +279,13 @@ def load_stats(path: str | Path) -> Stats:
                 f"{p} has no 'mu' and 'sigma' arrays (it holds {', '.join(z.files) or 'nothing'}): not an FID "
                 "statistics file; write one with `fastgan fid SOURCE --save-stats PATH` or pytorch-fid --save-stats"
             )
-        mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
-        n = int(z["n"]) if "n" in z.files else 0
-        feats = np.asarray(z["features"], np.float64) if "features" in z.files else None
+        try:
+            mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
+            n = int(z["n"]) if "n" in z.files else 0
+            feats = np.asarray(z["features"], np.float64) if "features" in z.files else None
+        except (ValueError, TypeError, OSError) as e:  # object arrays (pickles) are refused, never loaded
+            raise FastganError(f"{p} does not hold numeric mu and sigma arrays ({str(e).splitlines()[0][:100]}): "
+                               "write statistics with `fastgan fid SOURCE --save-stats PATH`") from None
     d = mu.shape[0] if mu.ndim == 1 else -1
     if d < 1 or sigma.shape != (d, d) or (feats is not None and feats.shape != (n, d)):
         raise FastganError(f"{p} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}: expected (d,) and (d, d)")
