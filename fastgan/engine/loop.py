@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -15,12 +18,14 @@ from tqdm import tqdm
 
 from fastgan.config import Config, validate
 from fastgan.data import ImageDataset, load_dataset
-from fastgan.devices import resolve_device
+from fastgan.devices import device_name, resolve_device
 from fastgan.engine import checkpoint as ckpt_mod
+from fastgan.engine import finetune, runfolder
 from fastgan.engine.build import assemble
+from fastgan.engine.loggers import make_logger
 from fastgan.engine.sampling import fixed_latents, generate, grid_columns
 from fastgan.engine.state import TrainState
-from fastgan.errors import CheckpointError, ConfigError, TrainingDiverged
+from fastgan.errors import CheckpointError, ConfigError, FastganError, TrainingDiverged
 from fastgan.images import plot_losses, save_grid
 
 
@@ -35,7 +40,7 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device):
 
 def _default_out(preset: str) -> Path:
     base = Path("runs") / preset
-    if not ckpt_mod.list_checkpoints(base) and not (base / "metrics.jsonl").exists():
+    if not ckpt_mod.list_checkpoints(base) and not (base / "metrics.jsonl").exists() and not runfolder.is_busy(base):
         return base
     i = 2
     while (Path("runs") / f"{preset}-{i}").exists():
@@ -61,7 +66,11 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         ds = load_dataset(cfg.data)
+        if cfg.train.batch_size > len(ds):  # legal (batches draw with replacement), but rarely what was meant
+            print(f"warning: batch size {cfg.train.batch_size} is larger than the dataset ({len(ds)} images): each "
+                  "batch repeats images (drawn with replacement); a smaller --batch-size repeats fewer", file=sys.stderr)
         ckpt = ckpt_mod.load_checkpoint(resume_from) if resume_from else None
+        cfg = resolve_schedule(cfg, ckpt)
         run = assemble(cfg, ds, self.device, ckpt, resume_from)
         self.cfg = cfg = run.cfg
         self.dataset_info: dict[str, Any] = {
@@ -77,55 +86,91 @@ class Trainer:
         self.best: dict[str, Any] = {"metric": cfg.eval.metric, "value": None, "step": None, "bad_evals": 0}
         if ckpt is not None:
             self.best = ckpt.get("best") or self.best
-        if cfg.train.fast:
+        if cfg.train.fast and quiet:  # otherwise the run header says it
             print(f"fastgan: {run.options_line}", file=sys.stderr)
+        self.options_line = run.options_line
+        self.resume_from, self.start_step = resume_from, self.state.step
         self.last_good: Path | None = resume_from
+        self.logger = make_logger(cfg, run_dir, self.state.step)  # extra sinks: train.loggers / --tensorboard
+        # checkpoints known to load (written by this run, or resumed from); others are checked before pruning
+        self._readable: dict[Path, bool] = {resume_from: True} if resume_from else {}
 
     # -- side effects -------------------------------------------------------
     def _write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(self.cfg.to_json() + "\n")
+        runfolder.write_text_atomic(self.run_dir / "config.json", self.cfg.to_json() + "\n")
 
     def _trim_metrics(self) -> None:
-        """On resume, drop log lines from beyond the checkpoint (work that was lost)."""
+        """Drop log lines from beyond the checkpoint (work that was lost) and any line a crash or a full disk
+        cut short; rewritten atomically, so every later read and append sees whole lines."""
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.state.step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        rows, torn = runfolder.read_jsonl(path)
+        keep = [r for r in rows if isinstance(r.get("step", 0), int) and r.get("step", 0) <= self.state.step]
+        if torn or len(keep) != len(rows):
+            runfolder.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
+        if torn:
+            print(f"fastgan: dropped {torn} unreadable line(s) of {path} (a write cut short)", file=sys.stderr)
 
     def _log(self, row: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        runfolder.append_line(self.run_dir / "metrics.jsonl", json.dumps(row))
+        self.logger.scalars(row)
 
     def save_samples(self, name: str) -> Path:
         path = self.run_dir / "samples" / name
         x = generate(self.state.sampler(), self.fixed_z, self.fixed_y)
         save_grid(x, path, grid_columns(self.cfg))
+        self.logger.images(self.state.step, x, grid_columns(self.cfg))
         return path
 
     def _check_finite(self, values: dict[str, float]) -> None:
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
-            where = (
-                f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was written yet"
-            )
             raise TrainingDiverged(
-                f"training diverged: {', '.join(bad)} became NaN/inf by step {self.state.step}; stopped, {where} "
-                "(lower the learning rates or add label smoothing / instance noise, then --resume)"
+                f"training diverged: {', '.join(bad)} became NaN/inf by step {self.state.step}; stopped, "
+                + self.recovery_advice()
             )
 
+    def recovery_advice(self) -> str:
+        """Where the last good state is and the exact command that continues from it with halved learning
+        rates (they, label smoothing and instance noise may change on resume)."""
+        o = self.cfg.optim
+        lrs = f"--set optim.g_lr={o.g_lr / 2:g} --set optim.d_lr={o.d_lr / 2:g}"
+        if self.last_good is None:
+            return f"no checkpoint was written yet: run the same command again with {lrs}"
+        mine = self.last_good.parent == self.run_dir / "checkpoints"
+        resume = "auto" if mine else shlex.quote(str(self.last_good))
+        return (f"the last good checkpoint is {self.last_good}; continue from it with lower learning rates: "
+                f"fastgan train --out {shlex.quote(str(self.run_dir))} --resume {resume} {lrs} "
+                "(or add --set loss.label_smoothing=0.1 or loss.instance_noise=0.1)")
+
+    def _first_nonfinite(self) -> str | None:
+        """The first parameter or buffer (BatchNorm running statistics too) that holds NaN/inf; one host sync."""
+        named = [(f"{m} {n}", t) for m, mod in (("G", self.state.G), ("D", self.state.D), ("G_ema", self.state.G_ema))
+                 if mod is not None for n, t in [*mod.named_parameters(), *mod.named_buffers()]
+                 if t.is_floating_point()]
+        ok = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+        return next((name for (name, _), good in zip(named, ok) if not good), None)
+
+    def _is_readable(self, path: Path) -> bool:
+        if path not in self._readable:
+            self._readable[path] = ckpt_mod.is_readable(path)
+        return self._readable[path]
+
     def save_checkpoint(self) -> Path:
-        bad = [n for n, p in self.state.G.named_parameters() if not torch.isfinite(p).all()]
-        bad += [n for n, p in self.state.D.named_parameters() if not torch.isfinite(p).all()]
+        bad = self._first_nonfinite()
         if bad:
-            self._check_finite({f"parameter {bad[0]}": float("nan")})
+            self._check_finite({bad: float("nan")})
         path = ckpt_mod.checkpoint_path(self.run_dir, self.state.step)
         payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best},
                                         scaler=self.stepper.scaler_state())
         ckpt_mod.save_atomic(payload, path)
-        ckpt_mod.prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+        self._readable[path] = True
         self.last_good = path
+        for moved in ckpt_mod.prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints, self._is_readable):
+            print(f"fastgan: warning: unreadable checkpoint moved aside to {moved} (not counted as kept)",
+                  file=sys.stderr)
         return path
 
     def evaluate(self) -> bool:
@@ -149,8 +194,7 @@ class Trainer:
         lo = self.cfg.loss
         if lo.instance_noise <= 0:
             return None
-        span = lo.instance_noise_steps or self.cfg.train.steps
-        frac = max(0.0, 1.0 - self.state.step / span)
+        frac = max(0.0, 1.0 - self.state.step / lo.instance_noise_steps)  # resolved when the run began
         return lo.instance_noise * frac
 
     def train_one(self) -> dict[str, torch.Tensor]:
@@ -162,10 +206,65 @@ class Trainer:
         st.step += 1
         return out
 
+    def header(self) -> list[str]:
+        """What this run is, printed at its start (fastgan train without --quiet)."""
+        def n(m: torch.nn.Module) -> str:
+            return f"{sum(p.numel() for p in m.parameters()):,}"
+
+        d = self.dataset_info
+        classes = f", {d['num_classes']} classes" if d.get("num_classes") else ""
+        how = (f"resumed from {self.resume_from} at step {self.start_step}" if self.resume_from
+               else "new run")
+        return [f"run folder {self.run_dir} ({how}, training to step {self.cfg.train.steps})",
+                f"device: {device_name(self.device)}",
+                f"data: {d['name']}, {d['count']:,} images{classes}",
+                f"model: G {n(self.state.G)} parameters, D {n(self.state.D)} parameters",
+                self.options_line]
+
+    def _nothing_to_train(self) -> RunResult:
+        print(f"fastgan: run {self.run_dir} is already at step {self.state.step} and train.steps is "
+              f"{self.cfg.train.steps}: nothing trained, nothing written; pass --steps above {self.state.step} "
+              "to continue it", file=sys.stderr)
+        return RunResult(self.run_dir, self.state.step, {}, self.resume_from, 0.0)
+
+    def _stop(self, signum: int, sums: dict[str, torch.Tensor]) -> None:
+        """A signal asked to stop: make sure this step is checkpointed, then leave the loop."""
+        if self.last_good != ckpt_mod.checkpoint_path(self.run_dir, self.state.step):
+            if sums:
+                self._check_finite({k: v.item() for k, v in sums.items()})
+            self.save_checkpoint()
+        raise runfolder.TrainingStopped(
+            signum, f"stopped by {signal.Signals(signum).name} at step {self.state.step}: saved {self.last_good}; "
+            f"continue with: fastgan train --out {shlex.quote(str(self.run_dir))} --resume auto", self.last_good)
+
+    def _disk_full(self, path: Path | str, needed: int | None) -> FastganError:
+        size = f", {runfolder.megabytes(needed)} needed" if needed else ""
+        free = runfolder.DiskFull(Path(path), 0).free
+        intact = (f"the last checkpoint {self.last_good} is intact" if self.last_good
+                  else "no checkpoint was written yet")
+        return FastganError(f"disk full writing {path} ({runfolder.megabytes(free)} free{size}); {intact}: "
+                            "free space on that disk (or move the run folder), then continue with --resume auto")
+
     def run(self) -> RunResult:
+        if self.resume_from is not None and self.state.step >= self.cfg.train.steps:
+            return self._nothing_to_train()
+        try:
+            self._write_config()
+            self._trim_metrics()
+            if not self.quiet:
+                for line in self.header():
+                    print(f"fastgan: {line}", file=sys.stderr)
+            with runfolder.StopSignals() as stop:
+                return self._loop(stop)
+        except runfolder.DiskFull as e:
+            raise self._disk_full(e.path, e.needed) from None
+        except OSError as e:  # a sample grid, the loss curve, best.pt's evaluation...
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._disk_full(e.filename or f"into {self.run_dir}", None) from None
+            raise
+
+    def _loop(self, stop: runfolder.StopSignals) -> RunResult:
         st, t = self.state, self.cfg.train
-        self._write_config()
-        self._trim_metrics()
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         n_acc = 0
@@ -195,6 +294,7 @@ class Trainer:
                     sums, n_acc = {}, 0
                 if st.step % t.sample_every == 0 or at_end:
                     self.save_samples(f"step-{st.step:07d}.png")
+                    plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
                 if self.evaluator is not None and (st.step % self.cfg.eval.every == 0 or at_end):
                     if not self.evaluate():
                         at_end = True
@@ -205,52 +305,101 @@ class Trainer:
                     if sums:
                         self._check_finite({k: v.item() for k, v in sums.items()})
                     self.save_checkpoint()
+                if stop.signum is not None:  # SIGTERM/SIGINT: saved at this step boundary, then out
+                    self._stop(stop.signum, sums)
                 if at_end:
                     break
         finally:
             bar.close()
-        final = self.last_good
-        if final is None:  # nothing trained: resumed at or beyond train.steps
-            final = self.save_checkpoint()
         self.save_samples("final.png")
         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
-        return RunResult(self.run_dir, st.step, last, final, time.perf_counter() - t0)
+        self.logger.close()
+        return RunResult(self.run_dir, st.step, last, self.last_good, time.perf_counter() - t0)
+
+
+def scan_checkpoints(run_dir: Path) -> tuple[Path | None, list[Path]]:
+    """The newest readable step checkpoint of ``run_dir`` (None if none) and the unreadable ones newer than it."""
+    bad = []
+    for p in reversed(ckpt_mod.list_checkpoints(run_dir)):
+        try:
+            ckpt_mod.load_checkpoint(p)
+            return p, bad
+        except CheckpointError:
+            bad.append(p)
+    return None, bad
 
 
 def find_resume(resume: str, run_dir: Path) -> Path | None:
-    """``auto``: the newest readable checkpoint of ``run_dir`` (None if it has none); else a path."""
+    """``auto``: the newest readable checkpoint of ``run_dir`` (None if it has none; an error if it has only
+    unreadable ones: starting over would silently throw the run away); else a path."""
     if resume != "auto":
         p = Path(resume)
         if not p.is_file():
             raise CheckpointError(f"checkpoint {p} does not exist: pass a checkpoint file or --resume auto")
         return p
-    for p in reversed(ckpt_mod.list_checkpoints(run_dir)):
-        try:
-            ckpt_mod.load_checkpoint(p)
-            return p
-        except CheckpointError as e:
-            print(f"warning: skipping unreadable checkpoint ({e})", file=sys.stderr)
-    return None
+    path, bad = scan_checkpoints(run_dir)
+    if path is None and bad:
+        raise CheckpointError(
+            f"--resume auto found no readable checkpoint in {run_dir / 'checkpoints'} "
+            f"({', '.join(p.name for p in bad)}: truncated or corrupt): move them out of that folder to start the "
+            "run again, or pass --resume PATH to a good copy"
+        )
+    return path
+
+
+def resolve_schedule(cfg: Config, ckpt: dict[str, Any] | None) -> Config:
+    """``loss.instance_noise_steps=0`` means "this run's train.steps", resolved once, when the run starts, and
+    stored in config.json and every checkpoint: a resume that raises --steps keeps the schedule (and so
+    stays bit-identical to an uninterrupted run). Resuming with 0 takes the run's stored value."""
+    if ckpt is None:
+        n = cfg.loss.instance_noise_steps or cfg.train.steps
+    else:
+        stored = ckpt_mod.config_of(ckpt)
+        n = stored.loss.instance_noise_steps or stored.train.steps  # checkpoints from before it was stored
+        ckpt["config"]["loss"]["instance_noise_steps"] = n
+        n = cfg.loss.instance_noise_steps or n
+    return replace(cfg, loss=replace(cfg.loss, instance_noise_steps=n))
 
 
 def run_dir_of_checkpoint(path: Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
+def _take_folder(run_dir: Path, lock: runfolder.RunLock, quiet: bool) -> None:
+    """Under the lock: clear what an interrupted trainer left behind."""
+    count, size = runfolder.remove_stale_temps(run_dir)
+    if count and not quiet:
+        print(f"fastgan: removed {count} temp file(s) ({runfolder.megabytes(size)}) left by an interrupted write",
+              file=sys.stderr)
+    if lock.previous and not quiet:
+        print(f"fastgan: note: the previous trainer of {run_dir} ({runfolder.describe_holder(lock.previous)}) "
+              "ended without releasing it (killed?): taking over", file=sys.stderr)
+
+
 def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> RunResult:
-    """Train (or continue) a run. ``resume``: None, ``"auto"`` or a checkpoint path."""
+    """Train (or continue) a run. ``resume``: None, ``"auto"`` or a checkpoint path. The run folder is locked
+    for the run's life; a second trainer on it gets ``RunFolderBusy``. SIGTERM/SIGINT save a checkpoint and
+    raise ``runfolder.TrainingStopped``."""
     if resume and resume != "auto":
         resume_path = find_resume(resume, Path())
         run_dir = Path(cfg.train.out) if cfg.train.out else run_dir_of_checkpoint(resume_path)
     else:
         run_dir = Path(cfg.train.out) if cfg.train.out else (
             Path("runs") / cfg.preset if resume else _default_out(cfg.preset))
-        resume_path = find_resume("auto", run_dir) if resume else None
-        if resume is None and ckpt_mod.list_checkpoints(run_dir):
-            raise ConfigError(
-                f"run folder {run_dir} already holds checkpoints: continue it with --resume auto, or pick a new --out"
-            )
-    trainer = Trainer(replace(cfg, train=replace(cfg.train, out=str(run_dir))), run_dir, resume_path, quiet)
-    if resume and resume_path is None and not quiet:
-        print(f"no checkpoint in {run_dir}: starting a new run", file=sys.stderr)
-    return trainer.run()
+    finetune.check_out(cfg, run_dir)  # before the lock: a fine-tune writes nothing into its source run
+    with runfolder.RunLock(run_dir) as lock:
+        _take_folder(run_dir, lock, quiet)
+        if resume == "auto":
+            resume_path = find_resume("auto", run_dir)
+            for p in scan_checkpoints(run_dir)[1]:  # newer than resume_path, unreadable: keep them, out of the way
+                print(f"fastgan: warning: checkpoint {p} is unreadable: moved aside to {runfolder.move_aside(p)}; "
+                      f"resuming from {resume_path}", file=sys.stderr)
+        elif resume is None:
+            resume_path = None
+            if ckpt_mod.list_checkpoints(run_dir):
+                raise ConfigError(f"run folder {run_dir} already holds checkpoints: continue it with --resume auto, "
+                                  "or pick a new --out")
+        trainer = Trainer(replace(cfg, train=replace(cfg.train, out=str(run_dir))), run_dir, resume_path, quiet)
+        if resume and resume_path is None:  # loud even with --quiet: a typo in --out must not go unnoticed
+            print(f"fastgan: NOTE: no checkpoint in {run_dir}: starting a NEW run", file=sys.stderr)
+        return trainer.run()
