@@ -9,16 +9,33 @@ import numpy as np
 import torch
 
 
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> the uint8 levels a PNG stores, on x's device and in x's layout: the one float->uint8 rule.
+
+    fp32 whatever x's dtype (bf16 would merge neighbouring levels); round half to even, like numpy, so the
+    numpy twin in fastgan/export/runtime.py (which must not import torch) matches it bit for bit.
+    Plain out-of-place ops, so the ONNX export traces it into the graph's uint8 output.
+    """
+    return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C)."""
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C) numpy, for PNG and npz files."""
+    return quantize(x.detach()).cpu().permute(0, 2, 3, 1).numpy()
+
+
+def grid_width(n: int) -> int:
+    """Columns for n images: a divisor of n from ceil(sqrt(n)) up to twice that, so every row is full (64 -> 8,
+    70 -> 10, 1000 -> 40); else ceil(sqrt(n)) and a ragged last row (n prime, say)."""
+    side = max(1, math.ceil(math.sqrt(n)))
+    return next((d for d in range(side, 2 * side + 1) if n % d == 0), side)
 
 
 def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """uint8 (N, H, W, C) -> one uint8 (H', W', C) image, ``nrow`` images per row."""
+    """uint8 (N, H, W, C) -> one uint8 (H', W', C) image, ``nrow`` images per row (default: ``grid_width(n)``).
+    With ``nrow`` given, a last row it does not fill is left black."""
     n, h, w, c = images.shape
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    nrow = nrow or grid_width(n)
     rows = int(math.ceil(n / nrow))
     grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
     for i in range(n):

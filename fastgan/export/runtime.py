@@ -47,7 +47,8 @@ def open_session(path: str | Path, providers: Sequence[str] | None = None, threa
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C); the arithmetic of fastgan.images.to_uint8."""
+    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C): the numpy twin of fastgan.images.quantize
+    (tests/test_wiring.py holds them bit-equal), since this module serves without torch."""
     x = (np.clip(x.astype(np.float32), -1.0, 1.0) + np.float32(1.0)) * np.float32(127.5)
     return np.round(x).astype(np.uint8).transpose(0, 2, 3, 1)
 

@@ -25,11 +25,6 @@ def uint8_to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.float().mul_(2.0 / 255.0).sub_(1.0)
 
 
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Generated [-1, 1] images rounded to uint8 levels, as if saved as PNG and read back."""
-    return ((x.clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
-
-
 def uint8_batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     for i in range(0, len(images), batch_size):
         yield images[i : i + batch_size]
@@ -53,11 +48,13 @@ def exact_fp32(device: torch.device):
 
 @torch.no_grad()
 def extract(nets: dict[str, tuple[FeatureNet, bool]], batches: Iterable[torch.Tensor], device: torch.device,
-            total: int | None = None, desc: str = "features", quiet: bool = False
+            total: int | None = None, desc: str = "features", quiet: bool = False, across_ranks: bool = False
             ) -> dict[str, tuple[Stats, torch.Tensor | None]]:
     """Run uint8 (B, C, H, W) batches through each ``name: (net, want_logits)`` once.
 
-    Returns ``name: (stats, logits in input order on the CPU, or None)``.
+    Returns ``name: (stats, logits in input order on the CPU, or None)``. ``across_ranks``: each rank of a
+    torch.distributed group passed its share of the images (contiguous, in rank order); every rank gets the
+    statistics and logits of all of them (``StatsAccumulator.all_reduce``, logits gathered in rank order).
     """
     accs = {k: StatsAccumulator() for k in nets}
     logits: dict[str, list[torch.Tensor]] = {k: [] for k, (_, want) in nets.items() if want}
@@ -71,4 +68,19 @@ def extract(nets: dict[str, tuple[FeatureNet, bool]], batches: Iterable[torch.Te
                 if want:
                     logits[name].append(lg.float().cpu())
             bar.update(len(xb))
+    if across_ranks:
+        _combine_ranks(accs, logits)
     return {k: (accs[k].result(), torch.cat(logits[k]) if k in logits else None) for k in nets}
+
+
+def _combine_ranks(accs: dict[str, StatsAccumulator], logits: dict[str, list[torch.Tensor]]) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for acc in accs.values():
+        acc.all_reduce()
+    for name, parts in logits.items():
+        every: list = [None] * dist.get_world_size()
+        dist.all_gather_object(every, parts)
+        logits[name] = [t for part in every for t in part]

@@ -52,7 +52,7 @@ def _folder(path: Path, limit: int) -> Source:
                 im.load()  # the full decode: a truncated file is skipped here, not halfway through the features
                 sizes.append(im.size)
             files.append(path / name)
-        except Exception as e:  # whatever Pillow raises on a damaged file: skipped and counted, like prepare does
+        except Exception as e:  # noqa: BLE001 - whatever Pillow raises on a damaged file: skipped and counted, like prepare does
             skipped.append((name, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
     if len(files) < 2:
         why = f", {len(skipped)} skipped (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""

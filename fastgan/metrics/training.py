@@ -19,12 +19,14 @@ from fastgan.config import Config
 from fastgan.data import ImageDataset
 from fastgan.data.augment import resize_uint8
 from fastgan.errors import ConfigError
+from fastgan.images import quantize
 from fastgan.metrics import classifier as clf_mod
-from fastgan.metrics.features import extract, quantize, uint8_batches
+from fastgan.metrics.features import extract, uint8_batches
 from fastgan.metrics.fid import FID, load_stats, save_stats, stats_to_fid
 from fastgan.metrics.inception import load_inception, sha256_of
-from fastgan.paths import cache_home
 from fastgan.metrics.inception_score import IS_MEAN, SPLITS, logits_to_is
+from fastgan.paths import cache_home
+from fastgan.shard import Shard
 
 EVAL_SEED_OFFSET = 54321  # evaluation latents: their own stream, apart from the sample grid's
 CLASSIFIER_FID = "classifier_fid"  # result keys
@@ -85,16 +87,18 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
     check_labels = "classifier" in nets and k_cls and nets["classifier"][0].arch["num_classes"] == k_cls
 
     def batches(G: torch.nn.Module):
-        for i in range(0, e.samples, e.batch_size):
-            yb = None if y is None else y[i : i + e.batch_size].to(device)
-            yield quantize(G(z[i : i + e.batch_size].to(device), yb))  # as if saved as PNG
+        part = Shard.current().span(e.samples)  # under torchrun each rank generates and embeds its share
+        for i in range(part.start, part.stop, e.batch_size):
+            j = min(i + e.batch_size, part.stop)
+            yb = None if y is None else y[i:j].to(device)
+            yield quantize(G(z[i:j].to(device), yb))  # as if saved as PNG
 
     @torch.no_grad()
     def evaluate(G: torch.nn.Module) -> dict[str, float]:
         was_training = G.training
         G.eval()
         try:
-            out = extract(nets, batches(G), device, total=e.samples, desc="eval", quiet=True)
+            out = extract(nets, batches(G), device, total=e.samples, desc="eval", quiet=True, across_ranks=True)
         finally:
             G.train(was_training)
         res: dict[str, float] = {}
