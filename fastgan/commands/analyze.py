@@ -9,6 +9,8 @@ import json
 import sys
 import time
 
+from fastgan.commands._options import add_device
+
 EXAMPLES = """Examples:
   fastgan analyze interpolate runs/digits-cdcgan/checkpoints/step-0001500.pt
   fastgan analyze interpolate CKPT --seeds 3,14,15 --labels 1,7
@@ -28,7 +30,7 @@ def _common(p: argparse.ArgumentParser, onnx: bool) -> None:
     p.add_argument("--out", help="output folder (default: RUN_DIR/analysis/NAME/)")
     p.add_argument("--seed", type=int, default=0, help="latent / subset seed (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_device(p)
 
 
 def add_parser(sub) -> None:

@@ -6,15 +6,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tqdm import tqdm
-
-from fastgan.benchmark import suite
-from fastgan.devices import resolve_device
+from fastgan.commands._options import add_device
 from fastgan.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 QUICK_MODES = ("baseline", "eager", "amp", "fast")
+# The names of fastgan.benchmark.suite's CASES and MODES, so that --help never imports torch (a test checks them).
+CASES = ("dcgan-28", "dcgan-32", "dcgan-64", "cdcgan-32", "acgan-32", "wgan-gp-64")
+MODES = ("baseline", "eager", "compile", "amp", "compile+amp", "graph+amp", "graph+compile+amp")
 
 
 def add_parser(sub) -> None:
@@ -30,12 +33,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--quick", action="store_true",
                    help=f"dcgan-32 only, modes {', '.join(QUICK_MODES)}, 3 timed rounds")
-    p.add_argument("--case", action="append", choices=list(suite.CASES),
+    p.add_argument("--case", action="append", choices=CASES,
                    help="case to run (repeatable; default dcgan-32 and dcgan-64)")
     p.add_argument("--mode", action="append", help="mode to run (repeatable; default every mode the device supports; "
-                   f"{', '.join(suite.MODES)}, fast)")
+                   f"{', '.join(MODES)}, fast)")
     p.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 128 on a GPU, 64 on a CPU)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    add_device(p)
     p.add_argument("--rounds", type=int, help="timed rounds per mode (default 10 on a GPU, 5 on a CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default torch's; 1 is steadier on a shared machine)")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the environment as JSON")
@@ -43,6 +46,8 @@ def add_parser(sub) -> None:
 
 
 def _plan(args: argparse.Namespace, device: torch.device) -> list[tuple[str, int, str]]:
+    from fastgan.benchmark import suite
+
     modes = suite.modes_for(device)
     wanted = list(QUICK_MODES) if args.quick and not args.mode else (args.mode or list(modes))
     bad = [m for m in wanted if m not in modes]
@@ -61,6 +66,12 @@ def _plan(args: argparse.Namespace, device: torch.device) -> list[tuple[str, int
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastgan.benchmark import suite
+    from fastgan.devices import resolve_device
+    from fastgan.progress import Bar
+
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,17 +88,22 @@ def run(args: argparse.Namespace) -> int:
           f"of {timing['per_round']} iteration(s), interleaved across modes, after {timing['warmup']} warm-up rounds",
           file=sys.stderr)
     rows = []
-    bar = tqdm(total=len(plan), desc="bench", unit="mode", file=sys.stderr, dynamic_ncols=True)
+    # One tick per round of one mode (warm-up and timed), so the bar moves at the pace of the slowest mode.
+    bar = Bar(total=len(plan) * (timing["warmup"] + timing["rounds"]), desc="bench", unit="round")
+    tick = bar.update
     for case, batch in dict.fromkeys((c, b) for c, b, _ in plan):  # the modes of one case are alive together
         modes = [m for c, b, m in plan if (c, b) == (case, batch)]
-        warm = [suite.warm_runner(case, m, batch, device, timing["warmup"], timing["per_round"]) for m in modes]
-        times = suite.time_interleaved([r for r, _ in warm], timing["rounds"], timing["per_round"])
+        warm = []
+        for m in modes:
+            bar.set_postfix_str(f"{case} {m} warm-up", refresh=False)
+            warm.append(suite.warm_runner(case, m, batch, device, timing["warmup"], timing["per_round"], tick))
+        bar.set_postfix_str(f"{case} timed rounds", refresh=False)
+        times = suite.time_interleaved([r for r, _ in warm], timing["rounds"], timing["per_round"], tick)
         base = None
         for (runner, peak), seconds in zip(warm, times):
             row = suite.record(runner, seconds, timing["per_round"], base, peak)
             base = base or (row["images_per_s"] if runner.mode == "baseline" else None)
             rows.append(row)
-            bar.update(1)
         del warm
         suite.release(device)
     bar.close()

@@ -6,14 +6,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from fastgan.catalog import SOURCES
+from fastgan.commands._options import add_device, add_quiet
 from fastgan.config import DataConfig, EvalConfig
-from fastgan.data import SOURCES, load_dataset
-from fastgan.devices import resolve_device
-from fastgan.engine.checkpoint import load_generator
 from fastgan.errors import ConfigError
-from fastgan.metrics.classifier import ClassifierConfig, default_path, save_classifier, train_classifier
 
-_C = ClassifierConfig()
+# fastgan.metrics.classifier.ClassifierConfig's defaults, so that --help never imports torch (a test checks them).
+_C = argparse.Namespace(epochs=3, batch_size=128, lr=2e-3, seed=0)
 
 
 def add_parser(sub) -> None:
@@ -36,20 +35,28 @@ def add_parser(sub) -> None:
     t.add_argument("--batch-size", type=int, default=_C.batch_size, help=f"default {_C.batch_size}")
     t.add_argument("--lr", type=float, default=_C.lr, help=f"Adam peak learning rate (default {_C.lr})")
     t.add_argument("--seed", type=int, default=_C.seed, help=f"default {_C.seed}")
-    t.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device(t)
+    add_quiet(t)
     t.set_defaults(run=run_train)
     e = s.add_parser("eval", help="classifier metrics of a checkpoint's samples")
     e.add_argument("checkpoint", help="a checkpoint written by fastgan train")
     e.add_argument("--classifier", default="", help="classifier file (default: the cached one for the dataset)")
     e.add_argument("--samples", type=int, default=EvalConfig.samples, help=f"default {EvalConfig.samples}")
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_device(e)
     e.set_defaults(run=run_eval)
 
 
 def run_train(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
         raise ConfigError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    from fastgan.devices import resolve_device
+    from fastgan.metrics.classifier import (
+        ClassifierConfig,
+        default_path,
+        save_classifier,
+        train_classifier,
+    )
+
     cfg = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     data = DataConfig(dataset=args.data, root=args.root)
     model, report = train_classifier(data, cfg, resolve_device(args.device), quiet=args.quiet)
@@ -60,6 +67,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from fastgan.data import load_dataset
+    from fastgan.devices import resolve_device
+    from fastgan.engine.checkpoint import load_generator
     from fastgan.metrics.training import make_evaluator
 
     device = resolve_device(args.device)

@@ -8,6 +8,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from fastgan.commands._options import add_quiet
 from fastgan.config import DataConfig
 from fastgan.errors import DataError
 from fastgan.outputs import check_output_dir
@@ -37,7 +38,7 @@ def add_parser(sub) -> None:
     v.add_argument("--root", default="", help="folder for the files (then train with --set data.root=DIR)")
     v.add_argument("--mirror", default="", help="base URL to fetch the files from instead ($FASTGAN_MIRROR)")
     v.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
-    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(v)
     v.set_defaults(run=run_download)
 
     d = DataConfig()
@@ -57,7 +58,7 @@ def add_parser(sub) -> None:
     v.add_argument("--attribute", default="", help="CelebA attribute to keep as a 0/1 label, e.g. Smiling")
     v.add_argument("--categories", default="", help="lsun: comma list of categories, label = position")
     v.add_argument("--workers", type=int, default=d.prepare_workers, help="decode processes (0 = one per core)")
-    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(v)
     v.set_defaults(run=run_prepare)
 
     v = verbs.add_parser("verify", help="check a prepared folder against the full sha256 in its manifest",

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastgan.commands._options import add_device
 from fastgan.config import MAX_SEED
 from fastgan.errors import ConfigError
 from fastgan.outputs import check_output_file
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
                    "(default: every class in turn)")
     p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_device(p)
     p.set_defaults(run=run)
 
 

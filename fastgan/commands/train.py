@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from fastgan.commands._options import add_device, add_quiet, config_help
 from fastgan.config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -40,33 +41,36 @@ def add_parser(sub) -> None:
     p.add_argument("preset", nargs="?", help=f"preset name (default {DEFAULT_PRESET}; `fastgan presets` lists them)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.g_lr=1e-4 (repeatable)")
-    p.add_argument("--steps", type=int, help="G updates (train.steps)")
-    p.add_argument("--batch-size", type=int, help="batch size (train.batch_size)")
-    p.add_argument("--out", help="run folder (train.out)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
-    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--steps", type=int, help=config_help("G updates", "train.steps"))
+    p.add_argument("--batch-size", type=int, help=config_help("batch size", "train.batch_size"))
+    p.add_argument("--out", help=config_help("run folder; \"\" = runs/<preset>", "train.out"))
+    add_device(p, "train.device")
+    p.add_argument("--seed", type=int, help=config_help("random seed", "train.seed"))
     p.add_argument("--kernels", choices=choices("model.kernels"),
-                   help="BatchNorm+activation and gradient-penalty kernels (model.kernels)")
+                   help=config_help("BatchNorm+activation and gradient-penalty kernels", "model.kernels"))
     fast = p.add_argument_group("fast paths (same math; every combination runs or is refused with the reason)")
-    fast.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D (train.compile)")
+    fast.add_argument("--compile", action="store_true", default=None, help=config_help("torch.compile G and D", "train.compile"))
     fast.add_argument("--amp", nargs="?", const="bf16", choices=choices("train.amp"),
-                      help="autocast: bf16 (the default of a bare --amp) without scaler, fp16 with checkpointed "
-                      "gradient scalers (train.amp)")
+                      help=config_help("autocast: bf16 (the default of a bare --amp) without scaler, fp16 with "
+                                       "checkpointed gradient scalers", "train.amp"))
     fast.add_argument("--channels-last", action="store_true", default=None,
-                      help="NHWC weights and activations (train.channels_last)")
+                      help=config_help("NHWC weights and activations", "train.channels_last"))
     fast.add_argument("--cuda-graph", action="store_true", default=None,
-                      help="capture the whole iteration as one CUDA graph and replay it; CUDA only (train.cuda_graph)")
+                      help=config_help("capture the whole iteration as one CUDA graph and replay it; CUDA only",
+                                       "train.cuda_graph"))
     fast.add_argument("--fast", action="store_true", default=None,
-                      help="the best of the above that this device supports; prints what it picked (train.fast)")
+                      help=config_help("the best of the above that this device supports; prints what it picked",
+                                       "train.fast"))
     p.add_argument("--eval-every", type=int, metavar="N",
-                   help="compute FID (and classifier metrics) every N steps, keep best.pt (eval.every)")
+                   help=config_help("compute FID (and classifier metrics) every N steps, keep best.pt; 0 = off",
+                                    "eval.every"))
     p.add_argument("--patience", type=int, metavar="K",
-                   help="stop after K evaluations without improvement (eval.patience)")
+                   help=config_help("stop after K evaluations without improvement; 0 = never", "eval.patience"))
     p.add_argument("--resume", metavar="auto|PATH", help="continue a run from its newest checkpoint or from PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--keys", action="store_true",
                    help="list every config key with its default, allowed values and whether a resume may change it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     eco = p.add_argument_group("config files, fine-tuning, logging")
     eco.add_argument("--config", metavar="FILE",
                      help="start from a run's config.json or a TOML file with the same sections ([model], [train], "
@@ -129,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         load_config(args.preset)  # raises the one-line error
     cfg = resolve_config(args)
     if args.dry_run:
-        from fastgan.engine.preview import resolved  # channels, classes and run folder as the run would fill them
+        from fastgan.engine.preview import (
+            resolved,  # channels, classes and run folder as the run would fill them
+        )
 
         print(resolved(cfg, args.resume).to_json())
         return 0
