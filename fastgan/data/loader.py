@@ -18,6 +18,7 @@ from fastgan.config import DataConfig
 from fastgan.data.augment import Draw, augment, check_pad, draw, resize_uint8, to_unit_range
 from fastgan.data.base import ImageDataset
 from fastgan.errors import DataError
+from fastgan.shard import Shard
 
 __all__ = ["Draw", "augment", "draw", "resize_uint8", "to_unit_range", "DeviceLoader", "StreamLoader",
            "choose_loader", "make_loader"]
@@ -28,15 +29,15 @@ class DeviceLoader:
 
     Sampling is uniform with replacement from torch's default generator of the device, so a batch needs no host
     work and no sync (it can run inside a captured CUDA graph) and the checkpointed RNG state reproduces the batch
-    sequence.
+    sequence. ``batch(B)`` draws the global batch B and returns this process's ``shard`` of it.
     """
 
     kind = "device"
 
     def __init__(self, dataset: ImageDataset, resolution: int, device: torch.device, hflip: bool = False,
-                 crop_pad: int = 0) -> None:
+                 crop_pad: int = 0, shard: Shard = Shard()) -> None:
         check_pad(crop_pad, resolution)
-        self.device = device
+        self.device, self.shard = device, shard
         self.images = resize_uint8(dataset.images.to(device), resolution).contiguous()
         self.labels = dataset.labels.to(device) if dataset.labels is not None else None
         self.hflip, self.pad = hflip, crop_pad
@@ -50,7 +51,7 @@ class DeviceLoader:
         return x, (self.labels[d.idx] if self.labels is not None else None)
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.batch_at(self.draw(batch_size))
+        return self.batch_at(self.shard.take_draw(self.draw(batch_size)))
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -66,14 +67,16 @@ class _Rows(torch.utils.data.Dataset):
 
 
 class _Draws(torch.utils.data.Sampler):
-    """Endless Draws from torch's default CPU generator, taken in the training process when the DataLoader asks."""
+    """Endless Draws from torch's default CPU generator, taken in the training process when the DataLoader asks
+    (the global batch's, sliced to this process's shard: only its rows are read)."""
 
-    def __init__(self, n: int, batch_size: int, hflip: bool, pad: int) -> None:
+    def __init__(self, n: int, batch_size: int, hflip: bool, pad: int, shard: Shard = Shard()) -> None:
         self.args = (n, batch_size, hflip, pad, torch.device("cpu"))
+        self.shard = shard
 
     def __iter__(self):
         while True:
-            yield draw(*self.args)
+            yield self.shard.take_draw(draw(*self.args))
 
 
 class StreamLoader:
@@ -87,9 +90,9 @@ class StreamLoader:
     kind = "stream"
 
     def __init__(self, dataset: ImageDataset, resolution: int, device: torch.device, hflip: bool = False,
-                 crop_pad: int = 0, workers: int = 2) -> None:
+                 crop_pad: int = 0, workers: int = 2, shard: Shard = Shard()) -> None:
         check_pad(crop_pad, resolution)
-        self.device, self.hflip, self.pad, self.workers = device, hflip, crop_pad, workers
+        self.device, self.hflip, self.pad, self.workers, self.shard = device, hflip, crop_pad, workers, shard
         self.images = resize_uint8(dataset.images.cpu(), resolution).numpy()  # a memory map stays one
         self.labels = None if dataset.labels is None else dataset.labels.cpu().numpy()
         self.n = len(self.images)
@@ -110,7 +113,8 @@ class StreamLoader:
     def _loader(self, batch_size: int) -> torch.utils.data.DataLoader:
         w = self.workers
         return torch.utils.data.DataLoader(
-            self.rows, batch_size=None, sampler=_Draws(self.n, batch_size, self.hflip, self.pad), num_workers=w,
+            self.rows, batch_size=None, sampler=_Draws(self.n, batch_size, self.hflip, self.pad, self.shard),
+            num_workers=w,
             pin_memory=self.device.type == "cuda", persistent_workers=w > 0, prefetch_factor=2 if w else None,
             generator=torch.Generator().manual_seed(0),  # its worker seeds must not consume the global generator
             # fork shares the memory map with the workers instead of pickling the array
@@ -142,12 +146,17 @@ def choose_loader(dataset: ImageDataset, resolution: int, device: torch.device, 
     return "device" if free is None or need <= fraction * free else "stream"
 
 
-def make_loader(dataset: ImageDataset, cfg: DataConfig, resolution: int, device: torch.device):
+def make_loader(dataset: ImageDataset, cfg: DataConfig, resolution: int, device: torch.device,
+                shard: Shard = Shard()):
+    """``shard``: this process's slice of each global batch (``fastgan.engine.distributed``)."""
     kind = choose_loader(dataset, resolution, device, cfg.device_fraction) if cfg.loader == "auto" else cfg.loader
     if kind == "device":
-        return DeviceLoader(dataset, resolution, device, cfg.hflip, cfg.crop_pad)
+        return DeviceLoader(dataset, resolution, device, cfg.hflip, cfg.crop_pad, shard)
     if kind == "stream":
-        return StreamLoader(dataset, resolution, device, cfg.hflip, cfg.crop_pad, cfg.loader_workers)
+        return StreamLoader(dataset, resolution, device, cfg.hflip, cfg.crop_pad, cfg.loader_workers, shard)
+    if kind == "dali" and shard.world > 1:
+        raise DataError("data.loader=dali does not split batches across processes yet: use "
+                        "--set data.loader=device or stream with torchrun")
     if kind == "dali":
         from fastgan.data.dali import DaliLoader
 

@@ -16,6 +16,7 @@ import torch
 from fastgan.config import Config
 from fastgan.data import ImageDataset, make_loader
 from fastgan.engine import checkpoint as ckpt_mod
+from fastgan.engine import distributed, finetune
 from fastgan.engine.fast import FastOptions, Stepper, check_options, resolve_options
 from fastgan.engine.graph import GraphStepper
 from fastgan.engine.state import TrainState, build_state
@@ -40,12 +41,13 @@ def resolve_for_dataset(cfg: Config, ds: ImageDataset) -> Config:
 
 
 def build_stepper(cfg: Config, state: TrainState, spec: StepSpec, loader, opts: FastOptions,
-                  device: torch.device, scaler_state: dict | None = None) -> Stepper:
-    """The stepper for ``opts`` (checked with ``check_options``) on a built, possibly restored, state."""
+                  device: torch.device, scaler_state: dict | None = None, ddp=None) -> Stepper:
+    """The stepper for ``opts`` (checked with ``check_options``) on a built, possibly restored, state;
+    ``ddp``: what wraps G and D in DDP in a torchrun process (``distributed.wrapper``)."""
     args = (state, spec, loader, cfg.optim.n_critic, opts, device, scaler_state)
     if opts.cuda_graph:
         return GraphStepper(*args, noise=cfg.loss.instance_noise > 0)
-    return Stepper(*args)
+    return Stepper(*args, ddp=ddp)
 
 
 @dataclass
@@ -76,21 +78,31 @@ def assemble(cfg: Config, dataset: ImageDataset, device: torch.device, checkpoin
                 f"cannot resume {checkpoint_path} with a different config ({'; '.join(diffs)}): "
                 "drop those overrides or start a new run with --out"
             )
+    # under torchrun: this process's slice of every global draw (the whole for one process)
+    shard = distributed.shard()
+    distributed.check_world(cfg.train.batch_size, device, cfg.model.sync_bn)
     state = build_state(cfg, device)
-    loader = make_loader(dataset, cfg.data, cfg.model.resolution, device)
-    spec = StepSpec.from_config(cfg)
+    finetune.prepare(state, cfg, new_run=checkpoint is None)  # --init-from CKPT, train.freeze_d
+    loader = make_loader(dataset, cfg.data, cfg.model.resolution, device, shard)
+    spec = replace(StepSpec.from_config(cfg), shard=shard)
     if checkpoint is not None:
         ckpt_mod.restore_state(state, checkpoint, checkpoint_path)
-        ckpt_mod.set_rng_state(checkpoint["rng"])
+        distributed.restore_rng(checkpoint)
     kind = getattr(loader, "kind", "device")
     if options is None:
         options, line = resolve_options(cfg.train, device, kind)
+        if distributed.active() and options.cuda_graph and cfg.train.fast and not cfg.train.cuda_graph:
+            options = replace(options, cuda_graph=False)
+            line = f"--fast picked {options.describe()} (no CUDA graph under torchrun yet)"
     else:
         check_options(options, device, kind)
         line = f"step: {options.describe()}"
-    # after the restore: channels-last, compilation and graph capture work on the loaded state
+    distributed.check_graph(options.cuda_graph)
+    # after the restore: DDP (which broadcasts rank 0's weights), channels-last, compilation and graph capture
+    # work on the loaded state
+    ddp = distributed.wrapper(state, device, cfg.model.sync_bn)
     stepper = build_stepper(cfg, state, spec, loader, options, device,
-                            checkpoint.get("scaler") if checkpoint is not None else None)
+                            checkpoint.get("scaler") if checkpoint is not None else None, ddp)
     return Assembled(cfg, dataset, device, state, loader, spec, options, stepper, line)
 
 

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -63,6 +64,24 @@ def compiler_problem(device: torch.device) -> str | None:
     return None
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+_SLOW_BF16_TOLD: list[bool] = []
+
+
+def warn_emulated_bf16(device: torch.device) -> None:
+    """One stderr line per process: bf16 without hardware support is no fallback (it runs), but the issue measured
+    a 10-step run at 363 s against 72 s with --fast on an AVX2 CPU, so the user should hear it before waiting."""
+    if not _SLOW_BF16_TOLD:
+        _SLOW_BF16_TOLD.append(True)
+        print(f"fastgan: warning: --amp bf16 is emulated on this CPU ({device_name(device)}: no AVX512-BF16 or AMX) "
+              "and runs many times slower than fp32 (17x measured on AVX2): drop --amp, or use --fast, which picks "
+              "bf16 only where the CPU has it", file=sys.stderr)
+
+
 def best_options(device: torch.device, amp: str = "none") -> FastOptions:
     """What ``--fast`` picks: everything the device supports that measured faster.
 
@@ -77,7 +96,7 @@ def best_options(device: torch.device, amp: str = "none") -> FastOptions:
             amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return FastOptions(compile=compiler_problem(device) is None, amp=amp, channels_last=True,
                            cuda_graph=amp != "fp16")
-    if amp == "none" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if amp == "none" and native_bf16_cpu():
         amp = "bf16"
     return FastOptions(amp=amp, channels_last=True)
 
@@ -107,9 +126,13 @@ def resolve_options(t: TrainConfig, device: torch.device, loader_kind: str = "de
         opts = replace(best, compile=best.compile or opts.compile, channels_last=best.channels_last or opts.channels_last,
                        cuda_graph=(best.cuda_graph or opts.cuda_graph) and loader_kind == "device")
         check_options(opts, device, loader_kind)
-        return opts, f"--fast picked {opts.describe()} for {device_name(device)}"
-    check_options(opts, device, loader_kind)
-    return opts, f"step: {opts.describe()}"
+        line = f"--fast picked {opts.describe()} for {device_name(device)}"
+    else:
+        check_options(opts, device, loader_kind)
+        line = f"step: {opts.describe()}"
+    if opts.amp == "bf16" and device.type == "cpu" and not native_bf16_cpu():
+        warn_emulated_bf16(device)
+    return opts, line
 
 
 def to_channels_last(state: TrainState) -> None:
@@ -150,10 +173,11 @@ class Stepper:
 
     def __init__(self, state: TrainState, spec: StepSpec, loader, n_critic: int = 1,
                  opts: FastOptions = FastOptions(), device: torch.device | None = None,
-                 scaler_state: dict | None = None) -> None:
+                 scaler_state: dict | None = None, ddp: Callable[[nn.Module], nn.Module] | None = None) -> None:
         self.state, self.spec, self.loader, self.n_critic, self.opts = state, spec, loader, n_critic, opts
         self.device = device or next(state.G.parameters()).device
-        self.reference = opts == FastOptions()
+        # ddp: wraps a module in DDP under torchrun (fastgan.engine.distributed.wrapper); backward averages gradients
+        self.reference = opts == FastOptions() and ddp is None
         eager_optimizers(state)
         if self.device.type == "cuda" and not self.reference:
             torch.backends.cudnn.benchmark = True  # autotuned once, before any capture (static shapes)
@@ -162,8 +186,13 @@ class Stepper:
             opts = self.opts = replace(opts, compile=False)
         if opts.channels_last:
             to_channels_last(state)
-        self.G, self.D = (compile_module(state.G), compile_module(state.D)) if opts.compile else (state.G, state.D)
-        self.critic = state.D if opts.compile else None  # the penalty's double backward stays uncompiled
+        # wrapped after channels-last (DDP's buckets take the parameters' layout); compiling a DDP module splits its
+        # graphs at the buckets (DDPOptimizer)
+        G, D = (ddp(state.G), ddp(state.D)) if ddp else (state.G, state.D)
+        self.G, self.D = (compile_module(G), compile_module(D)) if opts.compile else (G, D)
+        self.critic = D if opts.compile else None  # the penalty's double backward stays uncompiled
+        # the G step goes through the bare D: none of D's gradients are wanted there, so none are all-reduced
+        self.D_g = self.D if ddp is None else (compile_module(state.D) if opts.compile else state.D)
         self.amp_dtype = AMP_DTYPES[opts.amp]
         self.g_params = list(state.G.parameters())
         self.scalers = None
@@ -207,14 +236,17 @@ class Stepper:
     def g_update(self) -> dict[str, Tensor]:
         if self.reference:
             return g_step(self.state, self.spec, self.device)
-        # D frozen: a compiled backward cannot skip D's weight gradients the way eager backward(inputs=) does
-        D = self.state.D.requires_grad_(False)
+        # D frozen: a compiled backward cannot skip D's weight gradients the way eager backward(inputs=) does;
+        # afterwards only what was trainable thaws (train.freeze_d keeps D's first blocks frozen)
+        trainable = [p for p in self.state.D.parameters() if p.requires_grad]
+        self.state.D.requires_grad_(False)
         try:
             with self.autocast():
-                loss, out = g_losses(self.G, self.D, self.spec, self.device)
+                loss, out = g_losses(self.G, self.D_g, self.spec, self.device)
             self._apply(loss, self.state.opt_g, "G", self.g_params)
         finally:
-            D.requires_grad_(True)
+            for p in trainable:
+                p.requires_grad_(True)
         return out
 
     def iteration(self, noise: Tensor | None, ema_decay: Tensor | float | None) -> dict[str, Tensor]:

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from fastgan.config import Config
+from fastgan.data.diffaugment import diff_augment
 from fastgan.engine.state import TrainState
 from fastgan.losses import LOSSES, acgan_aux_loss, gradient_penalty, interpolate
+from fastgan.shard import Shard
 
 Tensor = torch.Tensor
 
@@ -39,6 +41,8 @@ class StepSpec:
     aux_weight: float
     batch_size: int
     kernels: str = "torch"  # model.kernels: gradient-penalty kernels, torch | triton | auto
+    shard: Shard = Shard()  # this process's slice of every global draw (batch_size is the global batch)
+    diffaugment: str = ""  # data.diffaugment: the policy applied to every image D sees (fastgan/data/diffaugment.py)
 
     @classmethod
     def from_config(cls, cfg: Config) -> StepSpec:
@@ -53,6 +57,7 @@ class StepSpec:
             aux_weight=cfg.loss.aux_weight,
             batch_size=cfg.train.batch_size,
             kernels=m.kernels,
+            diffaugment=cfg.data.diffaugment,
         )
 
     @property
@@ -63,13 +68,15 @@ class StepSpec:
 
 
 def sample_latents(spec: StepSpec, n: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
-    z = torch.randn(n, spec.z_dim, device=device)
-    y = torch.randint(spec.num_classes, (n,), device=device) if spec.num_classes else None
+    """``n`` latents (and labels) for this process: its slice of the ``n * world`` a single process would draw."""
+    w, take = spec.shard.world, spec.shard.take
+    z = take(torch.randn(n * w, spec.z_dim, device=device))
+    y = take(torch.randint(spec.num_classes, (n * w,), device=device)) if spec.num_classes else None
     return z, y
 
 
-def _with_noise(x: Tensor, std: Tensor | None) -> Tensor:
-    return x if std is None else x + std * torch.randn_like(x)
+def _with_noise(x: Tensor, std: Tensor | None, shard: Shard) -> Tensor:
+    return x if std is None else x + std * shard.randn_like(x)
 
 
 def d_losses(
@@ -87,13 +94,14 @@ def d_losses(
     z, y_fake = sample_latents(spec, real.shape[0], real.device)
     with torch.no_grad():
         fake = G(z, y_fake)
-    real_logit, real_aux = D(_with_noise(real, noise_std), y_real)
-    fake_logit, fake_aux = D(_with_noise(fake, noise_std), y_fake)
+    aug = spec.diffaugment  # the same policy on both inputs of D, each image with its own draw
+    real_logit, real_aux = D(_with_noise(diff_augment(real, aug, spec.shard), noise_std, spec.shard), y_real)
+    fake_logit, fake_aux = D(_with_noise(diff_augment(fake, aug, spec.shard), noise_std, spec.shard), y_fake)
     loss = d_loss_fn(real_logit.float(), fake_logit.float(), spec.smoothing)
     out: dict[str, Tensor] = {}
     if spec.loss == "wgan-gp":
         gp_critic = D if critic is None else critic
-        eps = torch.rand(real.shape[0], device=real.device)
+        eps = spec.shard.rand(real.shape[0], real.device)
         # under autocast G's fake is bf16/fp16 while the real batch is fp32: mix in fp32
         x_hat = interpolate(real, fake.to(real.dtype), eps, impl=spec.kernels)
         gp = gradient_penalty(lambda x: gp_critic(x, y_real)[0], x_hat, spec.gp_weight, impl=spec.kernels)
@@ -118,9 +126,9 @@ def d_losses(
 def g_losses(G: Callable, D: Callable, spec: StepSpec, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
     """G's loss on a fresh fake batch, and its detached value."""
     _, g_loss_fn = LOSSES[spec.loss]
-    z, y = sample_latents(spec, spec.batch_size, device)
+    z, y = sample_latents(spec, spec.shard.local(spec.batch_size), device)
     fake = G(z, y)
-    logit, aux = D(fake, y)
+    logit, aux = D(diff_augment(fake, spec.diffaugment, spec.shard), y)  # the policy D trains on; G's grads pass it
     loss = g_loss_fn(logit.float())
     if spec.acgan:
         loss = loss + spec.aux_weight * acgan_aux_loss(aux, y)
