@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastgan.config import MAX_SEED, EvalConfig
+from fastgan.config import MAX_SEED
+from fastgan.cost import announce_features, feature_batch
 from fastgan.devices import resolve_device
 from fastgan.errors import FastganError
 from fastgan.metrics.features import extract
@@ -27,8 +28,8 @@ def _layer(dims: int | None, sources: list, stats: list, has_images: bool) -> in
     """The Inception layer both sides are compared at: ``dims``, else a stats file's, else pool3 (2048)."""
     layer = dims or next((st.dim for st in stats if st is not None and st.dim in DIMS), 2048)
     known = [(s.spec, st.dim) for s, st in zip(sources, stats) if st is not None]
-    want = dims or (layer if has_images else known[0][1] if known else None)
-    bad = next(((spec, d) for spec, d in known if d != want), None)
+    want = dims or (layer if has_images else None)  # two stats files alone: stats_to_fid names both sizes
+    bad = next(((spec, d) for spec, d in known if want and d != want), None)
     if bad:  # features of different layers cannot be compared (and an explicit dims must not be ignored)
         asked = f"--dims {dims} asks for d={dims}" if dims else f"the other side has d={want}"
         raise FastganError(f"stats file {bad[0]} has d={bad[1]} features but {asked}: compare statistics of the "
@@ -37,22 +38,23 @@ def _layer(dims: int | None, sources: list, stats: list, has_images: bool) -> in
 
 
 def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0, dims: int | None = None,
-                isc: bool = False, weights: str | Path | None = None, batch_size: int = EvalConfig.batch_size,
+                isc: bool = False, weights: str | Path | None = None, batch_size: int = 0,
                 impl: str = "auto", device: str = "auto", quiet: bool = True, download: bool = True,
                 save_stats: str | Path | None = None) -> dict[str, Any]:
     """FID between sources ``a`` and ``b`` (and/or A's statistics written to ``save_stats``, and/or the
     Inception Score of the image sources with ``isc``).
 
     ``samples``: the first N images of a folder or dataset (0 = all), or N generated from a checkpoint
-    (0 = fastgan.metrics.sources.CHECKPOINT_SAMPLES) with latent ``seed``. ``dims``: Inception layer
+    (0 = fastgan.metrics.sources.CHECKPOINT_SAMPLES) with latent ``seed``. ``batch_size``: the network's
+    (0 = fastgan.cost.feature_batch: 250 on a GPU, 50 on a CPU; the statistics do not depend on it). ``dims``: Inception layer
     (64, 192, 768, 2048; default 2048 or a stats file's). ``impl``: trace-sqrt implementation
     (fastgan.metrics.fid.IMPLS). Returns ``{"fid": float (with b), "inception_score": {...} (with isc),
     "protocol": {...}}``; bad inputs raise FastganError with a one-line message.
     """
     if b is None and not (save_stats or isc):
         raise FastganError("give a second source B to compare with, or --save-stats PATH, or --isc")
-    if samples < 0 or batch_size < 1:
-        raise FastganError("--samples must be >= 0 and --batch-size >= 1")
+    if samples < 0 or batch_size < 0:
+        raise FastganError("--samples and --batch-size must be >= 0")
     if not 0 <= seed <= MAX_SEED:
         raise FastganError(f"--seed {seed} is out of range: use 0 .. 2**63-1")
     if dims is not None and dims not in DIMS:
@@ -74,6 +76,9 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
         net = load_inception(weights, layer, dev, download=download)
         if isc:
             net.require_logits()
+        if not quiet:  # on a CPU, how long this will take, before it starts
+            announce_features(net, dev, sum(s.count for s in images))
+        batch_size = batch_size or feature_batch(dev)
         protocol.update(network="FID Inception v3 (TF 2015-12-05, pytorch-fid layout), fp32", dims=layer,
                         resize=RESIZE, weights=net.weights_file, weights_sha256=net.weights_sha256)
         for i, s in enumerate(sources):
