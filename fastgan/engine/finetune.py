@@ -3,8 +3,8 @@ run's checkpoint (``--init-from CKPT``, ``train.init_from``), and FreezeD (``tra
 
 The new run may train on another dataset at the same resolution and channels, and with another number
 of classes: the label layers (the label part of G's input layer, D's label planes, the ACGAN head, a label
-embedding) then keep their fresh initialisation, said in one line (with the same classes they are loaded); every other layer must have the source's
-shape, or one line names the first that does not. Which layers depend on the labels is not listed by hand:
+embedding) then keep their fresh initialisation, said in one line (with the same classes they are loaded);
+every other layer must have the source's shape, or one line names the first that does not. Which layers depend on the labels is not listed by hand:
 they are the ones whose shape changes when the model is built with one class more, and the label entries
 come last along that axis (labels are concatenated after z and after the image channels).
 
@@ -74,22 +74,26 @@ def _label_axes(m: ModelConfig) -> dict[str, tuple[int, int]]:
 def _load(tag: str, model: nn.Module, src: dict[str, torch.Tensor], labels: dict[str, tuple[int, int]],
           path: str) -> list[str]:
     """Copy ``src`` into ``model``; label layers get their non-label part. Returns the re-initialised names."""
-    mine = model.state_dict()
+    def incompatible(name: str, s: torch.Tensor | None, t: torch.Tensor) -> ConfigError:
+        have = "is missing" if s is None else f"is {tuple(s.shape)}"
+        return ConfigError(
+            f"cannot fine-tune from {path}: layer {name} {have} in the checkpoint but {tuple(t.shape)} in this "
+            "model (arch, resolution, channels, z_dim, widths and d_norm must match the source run's)")
+
     fresh = []
-    for key, t in mine.items():
+    for key, t in model.state_dict().items():
         name, s = f"{tag}.{key}", src.get(key)
         if name in labels and (s is None or s.shape != t.shape):  # same classes: the label layers are kept
             axis, base = labels[name]
-            fresh.append(name)
-            if s is not None and s.dim() == t.dim() and s.shape[axis] >= base and all(
-                    x == y for i, (x, y) in enumerate(zip(s.shape, t.shape)) if i != axis):
+            if s is not None:  # the part before the labels (z, the image channels) must fit and is loaded
+                if s.dim() != t.dim() or s.shape[axis] < base or any(
+                        x != y for i, (x, y) in enumerate(zip(s.shape, t.shape)) if i != axis):
+                    raise incompatible(name, s, t)
                 t.narrow(axis, 0, base).copy_(s.narrow(axis, 0, base))
+            fresh.append(name)
             continue
         if s is None or s.shape != t.shape:
-            have = "is missing" if s is None else f"is {tuple(s.shape)}"
-            raise ConfigError(
-                f"cannot fine-tune from {path}: layer {name} {have} in the checkpoint but {tuple(t.shape)} in this "
-                "model (arch, resolution, channels, z_dim, widths and d_norm must match the source run's)")
+            raise incompatible(name, s, t)
         t.copy_(s)
     return fresh
 
