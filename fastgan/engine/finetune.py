@@ -4,9 +4,10 @@ run's checkpoint (``--init-from CKPT``, ``train.init_from``), and FreezeD (``tra
 The new run may train on another dataset at the same resolution and channels, and with another number
 of classes: the label layers (the label part of G's input layer, D's label planes, the ACGAN head, a label
 embedding) then keep their fresh initialisation, said in one line (with the same classes they are loaded);
-every other layer must have the source's shape, or one line names the first that does not. Which layers depend on the labels is not listed by hand:
-they are the ones whose shape changes when the model is built with one class more, and the label entries
-come last along that axis (labels are concatenated after z and after the image channels).
+every other layer must have the source's shape, or one line names the first that does not. Which layers
+depend on the labels is not listed by hand: they are the ones whose shape changes when the model is built
+with one class more, and the label entries come last along that axis (labels are concatenated after z and
+after the image channels).
 
 FreezeD (Mo et al. 2020, "Freeze the Discriminator"): D's first K blocks (a conv or linear layer and the
 norm after it) get ``requires_grad=False``, so no gradient reaches them and Adam never moves them; their

@@ -58,7 +58,8 @@ hflip = false
 
 
 def test_a_runs_config_json_reproduces_its_config(capsys, tmp_path):
-    first = dry_run(capsys, "mnist-acgan", "--set", "model.z_dim=20", "--set", "optim.d_lr=1e-4", "--out", tmp_path / "a")
+    first = dry_run(capsys, "mnist-acgan", "--set", "model.z_dim=20", "--set", "optim.d_lr=1e-4",
+                    "--out", tmp_path / "a")
     f = write(tmp_path / "config.json", json.dumps(first, indent=2))
     assert dry_run(capsys, "--config", f) == first
 
