@@ -236,24 +236,28 @@ def time_round(runner: Runner, per_round: int) -> float:
     return time.perf_counter() - t0
 
 
-def warm_runner(case: str, mode: str, batch: int, device: torch.device, warmup: int, per_round: int
-                ) -> tuple[Runner, float]:
-    """A runner past compilation, autotuning and capture, and the peak memory its own state and steps took."""
+def warm_runner(case: str, mode: str, batch: int, device: torch.device, warmup: int, per_round: int,
+                tick: Callable[[], None] = lambda: None) -> tuple[Runner, float]:
+    """A runner past compilation, autotuning and capture, and the peak memory its own state and steps took.
+    ``tick`` is called after each warm-up round (a progress bar)."""
     base = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     reset_peak(device)
     runner = Runner(case, mode, batch, device)
     for _ in range(warmup):
         runner.run(per_round)
+        tick()
     return runner, peak_memory_mib(device) - base
 
 
-def time_interleaved(runners: list[Runner], rounds: int, per_round: int) -> list[list[float]]:
+def time_interleaved(runners: list[Runner], rounds: int, per_round: int,
+                     tick: Callable[[], None] = lambda: None) -> list[list[float]]:
     """Round r of every runner before round r + 1 of any: load changes on a shared machine (or clock
-    changes on a GPU) then hit every mode alike, and the ratios stay fair."""
+    changes on a GPU) then hit every mode alike, and the ratios stay fair. ``tick`` after each round."""
     out: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
         for times, runner in zip(out, runners):
             times.append(time_round(runner, per_round))
+            tick()
     return out
 
 

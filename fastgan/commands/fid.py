@@ -5,7 +5,6 @@ import json
 import sys
 
 from fastgan.commands._options import add_device, add_quiet
-from fastgan.config import EvalConfig
 
 # Copies of fastgan.metrics' constants, so that parsing and --help never import torch (a test checks they match).
 IMPLS = ("auto", "native", "numpy", "torch")  # fastgan.metrics.fid.IMPLS
@@ -37,8 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--save-stats", metavar="PATH", help="write A's statistics to PATH (.npz, pytorch-fid compatible)")
     p.add_argument("--weights", help="FID Inception weights (.pth of pytorch-fid, or the .npz copy)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
-    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size,
-                   help=f"network batch size; results do not depend on it (default {EvalConfig.batch_size})")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="network batch size; results do not depend on it (default 250 on a GPU, 50 on a CPU, where "
+                   "the progress bar then moves every few seconds)")
     p.add_argument("--impl", choices=IMPLS, default="auto", help="trace-sqrt implementation (default auto)")
     add_device(p)
     add_quiet(p)

@@ -11,8 +11,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The default is named once, in the header: a preset's own description may already say it.
+    print(f"Presets for `fastgan train PRESET` (without PRESET: {DEFAULT_PRESET}):")
     width = max(map(len, PRESETS))
     for name, (desc, _) in PRESETS.items():
-        mark = " (default)" if name == DEFAULT_PRESET else ""
-        print(f"{name:<{width}}  {desc}{mark}")
+        print(f"  {name:<{width}}  {desc}")
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastgan.catalog import root_hint
 from fastgan.data.base import ImageDataset
 from fastgan.paths import resolve_root
 from fastgan.errors import DataError
@@ -77,7 +78,7 @@ def load_cifar_dataset(name: str, root: str = "", split: str = "train") -> Image
     base = resolve_root(root, folder)
     if not base.is_dir():
         raise DataError(f"data folder {base} for '{name}' does not exist: run `fastgan data download {name} --root "
-                        f"{base}`, or set FASTGAN_DATA / --set data.root=DIR")
+                        f"{base}`, or {root_hint(base.name)}")
     if split not in ("train", "test"):
         raise DataError(f"unknown split '{split}' for {name}: use train or test")
     wanted = train if split == "train" else test

@@ -63,6 +63,8 @@ DOWNLOADS: dict[str, tuple[str, tuple[Remote, ...]]] = {
 }
 ALIASES = {name: "emnist" for name in EMNIST_SETS}  # every EMNIST split lives in the one archive
 
+_MIRROR_HINT = "--mirror URL (or $FASTGAN_MIRROR): the same file names under another base URL"
+
 CELEBA_HOW = ("CelebA has no direct download link: get img_align_celeba.zip (and list_attr_celeba.txt for "
               "attribute labels) from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and unzip it into {root}")
 
@@ -99,11 +101,11 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = TIMEOUT_S, quiet: boo
     except urllib.error.HTTPError as e:
         if e.code != 416 or not have:  # 416: the part already holds every byte; check it below
             raise DataError(f"{url} answered HTTP {e.code} ({e.reason}): download it by hand into "
-                            f"{dest.parent}") from None
+                            f"{dest.parent}, or from another server with {_MIRROR_HINT}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise DataError(f"cannot reach {url} ({reason}): offline? download it by hand and put it in "
-                        f"{dest.parent}") from None
+                        f"{dest.parent}, or fetch it from another server with {_MIRROR_HINT}") from None
     else:
         with resp:
             _receive(resp, url, part, have, quiet)
@@ -151,8 +153,17 @@ def download(name: str, root: str = "", mirror: str = "", timeout: float = TIMEO
         raise DataError(f"no download for '{name}': choose one of {', '.join([*DOWNLOADS, *ALIASES])}")
     folder_name, files = DOWNLOADS[key]
     folder = resolve_root(root, folder_name)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     base = mirror or os.environ.get("FASTGAN_MIRROR", "")
-    for r in files:
-        url = f"{base.rstrip('/')}/{r.filename}" if base else r.url
-        fetch(url, folder / r.filename, r.md5, timeout, quiet)
+    try:
+        for r in files:
+            url = f"{base.rstrip('/')}/{r.filename}" if base else r.url
+            fetch(url, folder / r.filename, r.md5, timeout, quiet)
+    except DataError:
+        # A failed first try leaves no empty folder behind: `data list` would call it present. Folders holding a
+        # .part (resumable) or a verified file stay.
+        for p in created:
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        raise
     return folder

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastgan.catalog import root_hint
 from fastgan.data.base import ImageDataset
 from fastgan.paths import resolve_root
 from fastgan.errors import DataError
@@ -79,7 +80,7 @@ def _find(root: Path, stem: str) -> Path:
         if (root / name).is_file():
             return root / name
     raise DataError(
-        f"{stem}.gz not found in {root}: put the original IDX files there or point --set data.root=DIR at them"
+        f"{stem}.gz not found in {root}: put the original IDX files there, or {root_hint(root.name)}"
     )
 
 
@@ -87,7 +88,7 @@ def _check_root(base: Path, name: str, what: str) -> None:
     if not base.is_dir():
         raise DataError(
             f"data folder {base} for '{name}' does not exist: put {what} there, "
-            f"run `fastgan data download {name} --root {base}`, or set FASTGAN_DATA / --set data.root=DIR"
+            f"run `fastgan data download {name} --root {base}`, or {root_hint(base.name)}"
         )
 
 

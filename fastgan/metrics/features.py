@@ -9,13 +9,12 @@ accumulated in float64 (fid.StatsAccumulator).
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from tqdm import tqdm
 
 from fastgan.metrics.fid import Stats, StatsAccumulator
+from fastgan.progress import Bar
 
 FeatureNet = Callable[..., tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -58,7 +57,7 @@ def extract(nets: dict[str, tuple[FeatureNet, bool]], batches: Iterable[torch.Te
     """
     accs = {k: StatsAccumulator() for k in nets}
     logits: dict[str, list[torch.Tensor]] = {k: [] for k, (_, want) in nets.items() if want}
-    bar = tqdm(total=total, desc=desc, unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    bar = Bar(total=total, desc=desc, unit="img", disable=quiet, mininterval=1.0)
     with exact_fp32(device), bar:
         for xb in batches:
             x = uint8_to_unit(xb.to(device, non_blocking=True))
