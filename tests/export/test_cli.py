@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
 from fastgan.cli import main
+
+ONNX_EXTRA = "the onnx extra is not installed (pip install 'fastgan[onnx]')"
+onnx = pytest.importorskip("onnx", reason=ONNX_EXTRA)
+pytest.importorskip("onnxruntime", reason=ONNX_EXTRA)
 
 
 def _one_line_error(capsys, rc: int, *needles: str) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
 from fastgan import __version__
 from fastgan.export import ExportOptions, OnnxError
+
+ONNX_EXTRA = "the onnx extra is not installed (pip install 'fastgan[onnx]')"
+onnx = pytest.importorskip("onnx", reason=ONNX_EXTRA)
+pytest.importorskip("onnxruntime", reason=ONNX_EXTRA)
 from fastgan.export.onnx_export import export_checkpoint
 from fastgan.export.runtime import OnnxGenerator
 from fastgan.export.spec import ATOL_FP16, ATOL_FP32

@@ -6,13 +6,15 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 import torch
+
+ONNX_EXTRA = "the onnx extra is not installed (pip install 'fastgan[onnx]')"
+onnx = pytest.importorskip("onnx", reason=ONNX_EXTRA)
+pytest.importorskip("onnxruntime", reason=ONNX_EXTRA)
 from onnx import TensorProto, helper
 
-from fastgan.export import OnnxError, OnnxGenerator
-from fastgan.export import runtime
+from fastgan.export import OnnxError, OnnxGenerator, runtime
 
 
 def test_generate_uint8_and_float(cond_model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import functools
 import warnings
 
@@ -178,7 +179,10 @@ def test_missing_extension_warns_once_and_falls_back(monkeypatch):
 
 
 def test_native_extension_is_built():
-    """The normal editable install builds csrc/ (CI installs LAPACK); auto uses it on CPU."""
+    """The normal editable install builds csrc/ (CI installs LAPACK); auto uses it on CPU. Without LAPACK the
+    package installs without it by design (CMakeLists.txt) and the numpy fallback above is what runs."""
+    if not fid_mod.native_available() and not any(map(ctypes.util.find_library, ("lapack", "openblas"))):
+        pytest.skip("no LAPACK on this machine, so the native FID extension is not built (documented fallback: numpy)")
     assert fid_mod.native_available()
     if not torch.cuda.is_available():
         assert fid_mod.resolve_impl("auto") == "native"
