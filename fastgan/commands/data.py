@@ -89,8 +89,9 @@ def run_list(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
     print("\nNAME     the value of data.dataset (and of `fastgan data download NAME`)\n"
           "HERE     yes: its folder exists and is not empty\n"
-          "CH       image channels; CLASSES: labels ('?': the files or data.attribute, data.categories,\n"
-          "         data.class_folders decide)\n"
+          "FOLDER   where its files are read from (`fastgan data download` puts them there)\n"
+          "CH       image channels\n"
+          "CLASSES  labels; '?': the files or data.attribute, data.categories, data.class_folders decide\n"
           "GET      download: `fastgan data download NAME` (checksummed); manual: no checksummed public link,\n"
           "         training without it says where to get it; your files: a folder you name with data.root")
     return 0
