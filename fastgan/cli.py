@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 
-from fastgan import __version__
+from fastgan import __version__, threads
 from fastgan.errors import FastganError
 from fastgan.outputs import user_os_error
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads.configure()  # OpenMP defaults must be in the environment before torch loads
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -1,0 +1,35 @@
+"""CPU threading defaults, set before torch loads its OpenMP runtime (``fastgan.cli.main`` calls
+``configure()`` first thing).
+
+torch's CPU ops run on libgomp, whose idle workers spin-wait (300,000 polls) before they sleep. When
+the cores are busy with other processes, a spinning worker burns the time slice its partner needs to
+reach the next barrier, and every parallel op then waits for a descheduled thread. On the 2-core
+CI-class machine under load (load average 10-12, other engineers' jobs), 20 steps of the default job
+(2 threads) took 58-67 s with libgomp's default and 6-13 s with ``OMP_WAIT_POLICY=PASSIVE`` (workers
+sleep at once), against 5-7 s with one thread; ``GOMP_SPINCOUNT`` 1k/10k landed in between and 100k
+was worse than the default (bench/README.md, "CPU threads under load"). PASSIVE keeps the thread
+count, so an idle machine still uses every core.
+
+libgomp reads these variables once, when it is loaded (``import torch``), so they must be in the
+environment before that; a process that imported torch already is left alone. A variable the user
+set (``OMP_WAIT_POLICY=ACTIVE``, ``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``) always wins. Python users
+who want the same default call ``configure()`` before importing torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def configure(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Put the defaults the user did not set into ``environ`` (os.environ); return what was set."""
+    env = os.environ if environ is None else environ
+    if environ is None and "torch" in sys.modules:
+        return {}  # the OpenMP runtime has read the environment already
+    chosen = {k: v for k, v in DEFAULTS.items() if k not in env}
+    env.update(chosen)
+    return chosen
