@@ -46,6 +46,58 @@ def data_dir() -> Path:
     return d
 
 
+# The tests' tiny model: a digits run of a few steps takes seconds on a 2-core CPU.
+TINY = {"model.g_width": "8", "model.d_width": "8", "model.z_dim": "16", "train.batch_size": "16",
+        "train.grid_size": "20"}
+
+
+@pytest.fixture
+def tiny() -> dict[str, str]:
+    """The tiny model as ``--set`` overrides (a fresh dict: add to it freely)."""
+    return dict(TINY)
+
+
+@pytest.fixture
+def tiny_argv() -> list[str]:
+    """The tiny model as ``fastgan train`` arguments."""
+    return [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+
+
+def flat_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in nested dicts / lists / modules, keyed by its path (a checkpoint, a state_dict)."""
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    return {k: t for key, v in items for k, t in flat_tensors(v, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+
+def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest difference over matching tensors, relative to the reference ``b``'s scale (1e-3 floor)."""
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    return max(float((a[k].float() - b[k].float()).abs().max()) / max(float(b[k].float().abs().max()), 1e-3)
+               for k in b if b[k].numel())
+
+
+@pytest.fixture(scope="session")
+def weight_diff():
+    """Weight comparisons: ``weight_diff.flat(obj)``, ``.max_rel_diff(a, b)``, ``.mismatched(a, b)``."""
+
+    class Weights:
+        flat = staticmethod(flat_tensors)
+        max_rel_diff = staticmethod(max_rel_diff)
+
+        @staticmethod
+        def mismatched(a, b) -> list[str]:
+            """Keys whose tensors differ in any bit (resume and replay exactness)."""
+            fa, fb = flat_tensors(a), flat_tensors(b)
+            assert fa.keys() == fb.keys(), sorted(set(fa) ^ set(fb))
+            return [k for k in fa if not torch.equal(fa[k], fb[k])]
+
+    return Weights
+
+
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     """Each test runs in its own folder, so default run folders never collide."""
