@@ -20,6 +20,9 @@ from fastgan.models import build_models
 
 REQUIRED = ("config", "step", "rng", "models", "optim")
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # Adam's per-parameter tensors
+_FLAGS = ("amsgrad", "maximize", "foreach", "capturable", "differentiable", "fused", "decoupled_weight_decay")
+SECTIONS = ("model", "data", "loss", "optim", "train", "eval")  # every checkpoint has them; a missing key inside
+# one takes its default (so checkpoints of older versions, without newer keys, still load)
 
 
 class _Bad(Exception):
@@ -43,8 +46,15 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _scalar(x: Any) -> bool:
+    """A number, or a one-element float tensor (capturable Adam keeps lr and step on the device)."""
+    return _number(x) or (isinstance(x, torch.Tensor) and x.numel() == 1 and x.is_floating_point())
+
+
 def _config(raw: Any) -> Config:
     _need(isinstance(raw, dict), f"config is {_kind(raw)}, not a dict")
+    missing = [s for s in SECTIONS if s not in raw]
+    _need(not missing, f"its config has no {missing[0] if missing else ''} section")
     hints = all_keys()
     for sec, body in raw.items():
         if sec == "preset":
@@ -96,20 +106,20 @@ def _optimizer(sd: Any, params: list[torch.Tensor], name: str) -> None:
         _need(isinstance(g, dict), f"{name}.param_groups holds {_kind(g)}, not a dict")
         _need(isinstance(g.get("params"), list) and all(_int(i) for i in g["params"]),
               f"{name}.param_groups[].params is not a list of indices")
-        _need(_number(g.get("lr")) or isinstance(g.get("lr"), torch.Tensor), f"{name} has no learning rate")
+        _need(_scalar(g.get("lr")), f"{name}.lr is {_kind(g.get('lr'))}, not a learning rate")
         b = g.get("betas")
-        _need(isinstance(b, (list, tuple)) and len(b) == 2 and all(_number(v) or isinstance(v, torch.Tensor) for v in b),
+        _need(isinstance(b, (list, tuple)) and len(b) == 2 and all(_scalar(v) for v in b),
               f"{name}.betas is not two numbers")
         for k in ("eps", "weight_decay"):
-            _need(_number(g.get(k, 0.0)) or isinstance(g.get(k), torch.Tensor), f"{name}.{k} is not a number")
+            _need(_number(g.get(k)), f"{name}.{k} is {_kind(g.get(k))}, not a number")
+        for k in _FLAGS:  # torch fills in missing ones
+            _need(g.get(k) is None or isinstance(g[k], bool), f"{name}.{k} is {_kind(g.get(k))}, not a flag")
         ids += g["params"]
     _need(sorted(ids) == list(range(len(params))), f"{name} covers {len(ids)} parameters, the model has {len(params)}")
     for i, s in state.items():
         _need(_int(i) and 0 <= i < len(params), f"{name}.state has an entry {str(i)[:20]!r} for no parameter")
         _need(isinstance(s, dict), f"{name}.state[{i}] is {_kind(s)}, not a dict")
-        step = s.get("step")
-        _need(_number(step) or (isinstance(step, torch.Tensor) and step.numel() == 1),
-              f"{name}.state[{i}].step is {_kind(step)}, not a count")
+        _need(_scalar(s.get("step")), f"{name}.state[{i}].step is {_kind(s.get('step'))}, not a count")
         for k in _STATE_KEYS:
             if k not in s and k == "max_exp_avg_sq":
                 continue
@@ -144,11 +154,14 @@ def _rng(r: Any) -> None:
 
 
 def _optional(ckpt: dict[str, Any]) -> None:
+    _need(isinstance(ckpt.get("fastgan_version", ""), str), "fastgan_version is not a string")
     ds = ckpt.get("dataset")
     _need(ds is None or isinstance(ds, dict), f"dataset is {_kind(ds)}, not a dict")
     if ds:
         _need(isinstance(ds.get("class_names", []), list), "dataset.class_names is not a list")
         _need(isinstance(ds.get("name", ""), str), "dataset.name is not a string")
+        for k in ("count", "channels", "num_classes"):
+            _need(_int(ds.get(k, 0)), f"dataset.{k} is not a count")
     sc = ckpt.get("scaler")
     _need(sc is None or (isinstance(sc, dict) and all(isinstance(v, dict) and v and all(
         _number(x) or isinstance(x, torch.Tensor) for x in v.values()) for v in sc.values())),
@@ -156,6 +169,7 @@ def _optional(ckpt: dict[str, Any]) -> None:
     best = ckpt.get("best")
     if best is not None:
         _need(isinstance(best, dict), f"best is {_kind(best)}, not a dict")
+        _need(isinstance(best.get("metric", ""), str), "best.metric is not a metric name")
         _need(best.get("value") is None or _number(best.get("value")), "best.value is not a number")
         _need(best.get("step") is None or _int(best.get("step")), "best.step is not a step")
         _need(_int(best.get("bad_evals", 0)), "best.bad_evals is not a count")
@@ -179,8 +193,8 @@ def _check(ckpt: dict[str, Any]) -> None:
     g_ref, d_ref = G.state_dict(), D.state_dict()
     _state_dict(models.get("G"), g_ref, "models.G")
     _state_dict(models.get("D"), d_ref, "models.D")
-    if models.get("G_ema") is not None:
-        _state_dict(models["G_ema"], g_ref, "models.G_ema")
+    if cfg.optim.ema_decay > 0 or models.get("G_ema") is not None:  # the config says whether there is an EMA
+        _state_dict(models.get("G_ema"), g_ref, "models.G_ema")
     _optimizer(optim.get("G"), list(G.parameters()), "optim.G")
     _optimizer(optim.get("D"), list(D.parameters()), "optim.D")
 
