@@ -144,7 +144,7 @@ def argv(cmd: str, path: Path, tmp: Path, pics: Path) -> list[str]:
 
 def run_case(capsys, real, tmp_path: Path, name: str, change: Any, cmd: str) -> str | None:
     """None when the case behaved; else what went wrong."""
-    ckpt, payload, pics = real
+    _, payload, pics = real
     path = materialise(payload, change, tmp_path / "bad.pt")
     rc = main(argv(cmd, path, tmp_path, pics))
     err = capsys.readouterr().err
