@@ -85,8 +85,8 @@ class LossConfig:
     label_smoothing: float = _field(0.0, resumable=True)  # one-sided: real target = 1 - this (Salimans et al. use 0.1)
     # std of Gaussian noise on D's inputs at step 0, in [-1, 1] pixel units
     instance_noise: float = _field(0.0, resumable=True)
-    instance_noise_steps: int = 0  # steps over which that std anneals linearly to 0; 0 = train.steps (so set it
-    # explicitly if you will resume with a larger train.steps: the schedule follows train.steps)
+    instance_noise_steps: int = 0  # steps over which that std anneals linearly to 0; 0 = the run's train.steps,
+    # resolved when the run is created and stored, so a resume with a larger train.steps keeps the schedule
     aux_weight: float = 1.0  # weight of the ACGAN auxiliary cross-entropy
 
 
