@@ -71,6 +71,9 @@ def add_parser(sub) -> None:
     p.add_argument("--keys", action="store_true",
                    help="list every config key with its default, allowed values and whether a resume may change it")
     add_quiet(p)
+    p.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help="train on N processes of this machine (one per GPU): runs `python -m torch.distributed.run "
+                   "--standalone --nproc_per_node N -m fastgan train ...`; train.batch_size is the global batch")
     eco = p.add_argument_group("config files, fine-tuning, logging")
     eco.add_argument("--config", metavar="FILE",
                      help="start from a run's config.json or a TOML file with the same sections ([model], [train], "
@@ -140,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
         print(resolved(cfg, args.resume).to_json())
         return 0
     check_output_dir(cfg.train.out or "runs", "the run folder (--out)")  # a bad --out costs one line, not a run
+    from fastgan.engine import distributed
+
+    if args.nproc_per_node is not None:
+        return distributed.launch(cfg, args.nproc_per_node, args.resume, args.quiet)
     from fastgan.engine.loop import train  # torch only now: --help and --keys stay fast
     from fastgan.engine.runfolder import TrainingStopped
 
@@ -151,5 +158,6 @@ def run(args: argparse.Namespace) -> int:
     m = result.last_metrics
     summary = {"run_dir": str(result.run_dir), "step": result.step, "seconds": round(result.seconds, 1),
                "checkpoint": str(result.checkpoint), **{k: m[k] for k in ("d_loss", "g_loss") if k in m}}
-    print(json.dumps(summary))
+    if distributed.is_main():  # torchrun: one summary, from rank 0
+        print(json.dumps(summary))
     return 0

@@ -22,8 +22,12 @@ import atexit
 import contextlib
 import inspect
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -206,9 +210,9 @@ def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
 
     # buffers stay per rank: broadcasting them before each forward breaks two forwards before one backward
     # with BatchNorm in several releases (pytorch #22095); they are averaged before evaluation and checkpoints
-    kw: dict[str, Any] = {"broadcast_buffers": False}
-    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:  # torch >= 2.13
-        kw["forward_sync_buffers"] = False
+    # (torch >= 2.13 spells it forward_sync_buffers and deprecates broadcast_buffers)
+    new = "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+    kw: dict[str, Any] = {"forward_sync_buffers" if new else "broadcast_buffers": False}
     if device.type == "cuda":
         kw["device_ids"] = [device.index]
     return DDP(module, **kw)
@@ -321,3 +325,23 @@ def restore_rng(ckpt: dict[str, Any]) -> None:
         src = int(s.get("cuda_device", 0))
         if src < len(s["cuda"]):
             torch.cuda.set_rng_state(s["cuda"][src], torch.cuda.current_device())
+
+
+# -- fastgan train --nproc-per-node -------------------------------------------------
+
+
+def launch(cfg, nproc: int, resume: str | None = None, quiet: bool = False) -> int:
+    """Train ``cfg`` on ``nproc`` processes of this machine with torchrun itself
+    (``python -m torch.distributed.run --standalone --nproc_per_node N -m fastgan train --config <cfg.json>``);
+    returns torchrun's exit code (non-zero when any rank failed)."""
+    if launched():
+        raise ConfigError("--nproc-per-node starts torchrun, but this process already runs under torchrun: drop it")
+    if nproc < 1:
+        raise ConfigError(f"--nproc-per-node must be at least 1, got {nproc}")
+    with tempfile.TemporaryDirectory(prefix="fastgan-launch-") as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(cfg.to_json() + "\n")  # the resolved config: every rank trains exactly this
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "fastgan", "train", "--config", str(path)]
+        cmd += (["--resume", resume] if resume else []) + (["--quiet"] if quiet else [])
+        return subprocess.call(cmd)

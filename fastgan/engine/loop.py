@@ -20,6 +20,7 @@ from fastgan.config import Config, validate
 from fastgan.data import ImageDataset, load_dataset
 from fastgan.devices import device_name, resolve_device
 from fastgan.engine import checkpoint as ckpt_mod
+from fastgan.engine import distributed
 from fastgan.engine import finetune, runfolder
 from fastgan.engine.build import assemble
 from fastgan.engine.loggers import make_logger
@@ -62,7 +63,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | None = None, quiet: bool = False) -> None:
         validate(cfg)
-        self.device = resolve_device(cfg.train.device)
+        self.device = distributed.setup(resolve_device(cfg.train.device))  # torchrun: this rank's device
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         ds = load_dataset(cfg.data)
@@ -78,15 +79,17 @@ class Trainer:
             "class_names": list(ds.class_names),
         }
         self.run_dir = run_dir
-        self.quiet = quiet
+        self.main = distributed.is_main()  # torchrun: rank 0 alone writes files and prints
+        self.quiet = quiet or not self.main
         self.state: TrainState = run.state
         self.loader, self.spec, self.fast_options, self.stepper = run.loader, run.spec, run.options, run.stepper
         self.fixed_z, self.fixed_y = fixed_latents(cfg, self.device)
-        self.evaluator = make_evaluator(cfg, ds, self.device) if cfg.eval.every else None
+        # torchrun: rank 0 first (it writes the cached reference statistics the others read)
+        self.evaluator = distributed.main_first(lambda: make_evaluator(cfg, ds, self.device)) if cfg.eval.every else None
         self.best: dict[str, Any] = {"metric": cfg.eval.metric, "value": None, "step": None, "bad_evals": 0}
         if ckpt is not None:
             self.best = ckpt.get("best") or self.best
-        if cfg.train.fast and quiet:  # otherwise the run header says it
+        if cfg.train.fast and quiet and self.main:  # otherwise the run header says it
             print(f"fastgan: {run.options_line}", file=sys.stderr)
         self.options_line = run.options_line
         self.resume_from, self.start_step = resume_from, self.state.step
@@ -97,6 +100,8 @@ class Trainer:
 
     # -- side effects -------------------------------------------------------
     def _write_config(self) -> None:
+        if not self.main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         runfolder.write_text_atomic(self.run_dir / "config.json", self.cfg.to_json() + "\n")
 
@@ -104,7 +109,7 @@ class Trainer:
         """Drop log lines from beyond the checkpoint (work that was lost) and any line a crash or a full disk
         cut short; rewritten atomically, so every later read and append sees whole lines."""
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        if not self.main or not path.exists():
             return
         rows, torn = runfolder.read_jsonl(path)
         keep = [r for r in rows if isinstance(r.get("step", 0), int) and r.get("step", 0) <= self.state.step]
@@ -114,11 +119,15 @@ class Trainer:
             print(f"fastgan: dropped {torn} unreadable line(s) of {path} (a write cut short)", file=sys.stderr)
 
     def _log(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
         runfolder.append_line(self.run_dir / "metrics.jsonl", json.dumps(row))
         self.logger.scalars(row)
 
     def save_samples(self, name: str) -> Path:
         path = self.run_dir / "samples" / name
+        if not self.main:
+            return path
         x = generate(self.state.sampler(), self.fixed_z, self.fixed_y)
         save_grid(x, path, grid_columns(self.cfg))
         self.logger.images(self.state.step, x, grid_columns(self.cfg))
@@ -163,7 +172,12 @@ class Trainer:
         if bad:
             self._check_finite({bad: float("nan")})
         path = ckpt_mod.checkpoint_path(self.run_dir, self.state.step)
-        payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best},
+        distributed.before_checkpoint(self.state)  # torchrun: averaged BatchNorm statistics, same parameters
+        rngs = distributed.rng_extra()  # torchrun: every rank's RNG state
+        if not self.main:
+            self.last_good = path
+            return path
+        payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best, **rngs},
                                         scaler=self.stepper.scaler_state())
         ckpt_mod.save_atomic(payload, path)
         self._readable[path] = True
@@ -175,6 +189,7 @@ class Trainer:
 
     def evaluate(self) -> bool:
         """Run the evaluator, log it, keep best.pt; False when patience says stop."""
+        distributed.average_buffers(self.state.G, self.state.G_ema)  # torchrun: one set of BatchNorm statistics
         values = self.evaluator(self.state.sampler())
         self._log({"step": self.state.step, **{k: round(float(v), 6) for k, v in values.items()}})
         key, b = self.cfg.eval.metric, self.best
@@ -184,7 +199,8 @@ class Trainer:
             b.update(value=float(values[key]), step=self.state.step, bad_evals=0)
             payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best},
                                             scaler=self.stepper.scaler_state())
-            ckpt_mod.save_atomic(payload, self.run_dir / "best.pt")
+            if self.main:
+                ckpt_mod.save_atomic(payload, self.run_dir / "best.pt")
         else:
             b["bad_evals"] += 1
         return not (self.cfg.eval.patience and b["bad_evals"] >= self.cfg.eval.patience)
@@ -283,7 +299,8 @@ class Trainer:
                 bar.update(1)
                 at_end = st.step == t.steps
                 if st.step % t.log_every == 0 or at_end:
-                    values = {k: v.item() / n_acc for k, v in sums.items()}  # the one sync per interval
+                    # the one sync per interval (torchrun: the ranks' mean)
+                    values = {k: v.item() / n_acc for k, v in distributed.mean(sums).items()}
                     self._check_finite(values)
                     now = time.perf_counter()
                     ips = (st.step - window_start) * t.batch_size / max(now - window_t, 1e-9)
@@ -294,7 +311,8 @@ class Trainer:
                     sums, n_acc = {}, 0
                 if st.step % t.sample_every == 0 or at_end:
                     self.save_samples(f"step-{st.step:07d}.png")
-                    plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
+                    if self.main:
+                        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
                 if self.evaluator is not None and (st.step % self.cfg.eval.every == 0 or at_end):
                     if not self.evaluate():
                         at_end = True
@@ -303,16 +321,19 @@ class Trainer:
                               f"{self.best['step']}, in best.pt)", file=sys.stderr)
                 if st.step % t.ckpt_every == 0 or at_end:
                     if sums:
-                        self._check_finite({k: v.item() for k, v in sums.items()})
+                        self._check_finite({k: v.item() for k, v in distributed.mean(sums).items()})
                     self.save_checkpoint()
-                if stop.signum is not None:  # SIGTERM/SIGINT: saved at this step boundary, then out
-                    self._stop(stop.signum, sums)
+                # SIGTERM/SIGINT: saved at this step boundary (torchrun: the next log step, agreed by all ranks)
+                signum = distributed.agreed_stop(stop.signum, st.step % t.log_every == 0 or at_end)
+                if signum is not None:
+                    self._stop(signum, sums)
                 if at_end:
                     break
         finally:
             bar.close()
         self.save_samples("final.png")
-        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
+        if self.main:
+            plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
         self.logger.close()
         return RunResult(self.run_dir, st.step, last, self.last_good, time.perf_counter() - t0)
 
@@ -380,26 +401,31 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> RunRes
     """Train (or continue) a run. ``resume``: None, ``"auto"`` or a checkpoint path. The run folder is locked
     for the run's life; a second trainer on it gets ``RunFolderBusy``. SIGTERM/SIGINT save a checkpoint and
     raise ``runfolder.TrainingStopped``."""
+    distributed.setup(resolve_device(cfg.train.device))  # under torchrun: the process group, before any collective
     if resume and resume != "auto":
         resume_path = find_resume(resume, Path())
         run_dir = Path(cfg.train.out) if cfg.train.out else run_dir_of_checkpoint(resume_path)
     else:
         run_dir = Path(cfg.train.out) if cfg.train.out else (
             Path("runs") / cfg.preset if resume else _default_out(cfg.preset))
+    run_dir = distributed.broadcast_object(run_dir)  # torchrun: rank 0's pick (a new folder is chosen by the disk)
     finetune.check_out(cfg, run_dir)  # before the lock: a fine-tune writes nothing into its source run
-    with runfolder.RunLock(run_dir) as lock:
-        _take_folder(run_dir, lock, quiet)
-        if resume == "auto":
+    # torchrun: rank 0 alone locks and tidies the folder and picks the checkpoint; the others take its pick
+    with distributed.main_only(lambda: runfolder.RunLock(run_dir)) as lock:
+        if lock is not None:
+            _take_folder(run_dir, lock, quiet)
+        if resume == "auto" and lock is not None:
             resume_path = find_resume("auto", run_dir)
             for p in scan_checkpoints(run_dir)[1]:  # newer than resume_path, unreadable: keep them, out of the way
                 print(f"fastgan: warning: checkpoint {p} is unreadable: moved aside to {runfolder.move_aside(p)}; "
                       f"resuming from {resume_path}", file=sys.stderr)
-        elif resume is None:
+        elif resume is None and lock is not None:
             resume_path = None
             if ckpt_mod.list_checkpoints(run_dir):
                 raise ConfigError(f"run folder {run_dir} already holds checkpoints: continue it with --resume auto, "
                                   "or pick a new --out")
+        resume_path = distributed.broadcast_object(resume_path if lock is not None else None)
         trainer = Trainer(replace(cfg, train=replace(cfg.train, out=str(run_dir))), run_dir, resume_path, quiet)
-        if resume and resume_path is None:  # loud even with --quiet: a typo in --out must not go unnoticed
+        if resume and resume_path is None and lock is not None:  # loud even with --quiet: a typo in --out must not go unnoticed
             print(f"fastgan: NOTE: no checkpoint in {run_dir}: starting a NEW run", file=sys.stderr)
         return trainer.run()
