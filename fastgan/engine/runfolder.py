@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -191,7 +192,7 @@ class RunLock:
         self.fd: int | None = None
         self.previous: dict[str, Any] | None = None
 
-    def acquire(self) -> RunLock:
+    def acquire(self):
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -201,26 +202,36 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            info = {}
-            for _ in range(20):  # the holder writes its details right after locking: give it a moment
-                info = _holder(fd)
-                if info:
-                    break
-                time.sleep(0.05)
-            os.close(fd)
-            pid = info.get("pid", "?")
-            raise RunFolderBusy(
-                f"run folder {self.run_dir} is in use by another trainer ({describe_holder(info)}): "
-                f"wait for it to finish, stop it (kill {pid}), or pick another --out"
-            ) from None
-        self.previous = _holder(fd) or None  # released cleanly = emptied; anything left is from a dead trainer
+            self._refuse(fd)
+        except OSError as e:  # a filesystem without locks (some FUSE and network mounts): train, but say so
+            print(f"fastgan: warning: cannot lock {self.path} ({e.strerror}): nothing stops a second trainer on "
+                  "this folder", file=sys.stderr)
+        self.previous = _holder(fd) or None  # released cleanly = emptied; anything left is a dead trainer's
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            raise RunFolderUnusable(f"cannot write {self.path} ({e.strerror}): free space there or pick another --out"
+                                    ) from None
         self.fd = fd
         return self
+
+    def _refuse(self, fd: int) -> None:
+        info: dict[str, Any] = {}
+        for _ in range(20):  # the holder writes its details right after locking: give it a moment
+            info = _holder(fd)
+            if info:
+                break
+            time.sleep(0.05)
+        os.close(fd)
+        raise RunFolderBusy(
+            f"run folder {self.run_dir} is in use by another trainer ({describe_holder(info)}): "
+            f"wait for it to finish, stop it (kill {info.get('pid', '?')}), or pick another --out"
+        )
 
     def release(self) -> None:
         if self.fd is None:
@@ -229,7 +240,7 @@ class RunLock:
             os.ftruncate(self.fd, 0)  # a clean release leaves no holder behind
         except OSError:
             pass
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)  # for every copy of the descriptor, forked workers' included
         os.close(self.fd)
         self.fd = None
 
