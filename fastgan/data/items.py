@@ -113,7 +113,7 @@ def list_images(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> t
     listed is skipped. Special files (FIFOs, devices, sockets) are never opened. Names need not be UTF-8 (Python
     keeps their bytes as surrogate escapes)."""
     real_root = os.path.realpath(root)
-    seen_dirs: set[str] = set()
+    seen_dirs: set[tuple[int, int]] = set()  # (device, inode): also catches loops made with bind mounts
     found: list[tuple[str, str, bool]] = []  # (relative path, real path, is a link)
     skipped: list[tuple[str, str]] = []
 
@@ -121,7 +121,8 @@ def list_images(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> t
         return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
 
     def walk(folder: str, rel: str, real: str) -> None:
-        seen_dirs.add(real)
+        st = os.stat(folder)
+        seen_dirs.add((st.st_dev, st.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
@@ -132,13 +133,13 @@ def list_images(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> t
                 continue
             r = os.path.join(rel, e.name) if rel else e.name
             is_image = e.name.lower().endswith(extensions)
+            is_link = e.is_symlink()  # from the directory entry's type: no system call
             try:
-                is_link = e.is_symlink()
                 st = os.stat(e.path)  # follows links
             except OSError as err:
                 if err.errno == errno.ELOOP:
                     skipped.append((r, "symlink loop"))
-                elif err.errno == errno.ENOENT:
+                elif err.errno == errno.ENOENT and is_link:
                     skipped.append((r, "dangling symlink"))
                 elif is_image:
                     skipped.append((r, f"not readable: {err.strerror}"))
@@ -147,7 +148,7 @@ def list_images(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> t
                 target = os.path.realpath(e.path) if is_link else os.path.join(real, e.name)
                 if is_link and (inside(target, real_root) or inside(real_root, target)):
                     skipped.append((r, "link to a folder inside the dataset or above it (not followed)"))
-                elif target in seen_dirs:
+                elif (st.st_dev, st.st_ino) in seen_dirs:
                     skipped.append((r, "link to a folder already listed (not followed)"))
                 else:
                     walk(e.path, r, target)
