@@ -276,3 +276,19 @@ def test_fid_states_the_cpu_cost_up_front(capsys, monkeypatch):
     assert cost.announce_features(None, torch.device("cpu"), 100) == 5.0  # 20 s: not worth a line
     assert capsys.readouterr().err == ""
     assert cost.feature_batch(torch.device("cpu")) < cost.feature_batch(torch.device("cuda"))
+
+
+# -- time to the first step: the bundled digits without importing scikit-learn (scipy.stats: 1-5 s) -------------
+
+
+def test_digits_are_scikit_learns_without_importing_it(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from fastgan.data.digits import _digits
+
+    images, target = _digits()
+    d = load_digits()
+    assert np.array_equal(images, d.images) and np.array_equal(target, d.target)
+    probe = "import sys; from fastgan.data.digits import _digits; _digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.stdout.strip() == "False", out.stderr
