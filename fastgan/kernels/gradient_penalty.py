@@ -18,6 +18,8 @@ see bn_leaky_relu.py for why not triton_op), no host syncs: usable inside a capt
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from fastgan.kernels.runtime import (
@@ -51,8 +53,17 @@ def gradient_norm_penalty_ref(grad: Tensor, weight: float) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- kernels
 @jit
-def _interpolate_kernel(real_ptr, fake_ptr, eps_ptr, out_ptr, numel, per_sample,
-                        BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _interpolate_kernel(
+    real_ptr,  # (B, per_sample) real images, batch outermost
+    fake_ptr,  # (B, per_sample) generated images, same strides
+    eps_ptr,  # (B,) mixing weight per sample
+    out_ptr,  # (B, per_sample) out: x_hat, same strides
+    numel,  # B * per_sample
+    per_sample,  # elements per sample
+    BLOCK: tl.constexpr,  # elements per program
+    ACC: tl.constexpr,  # arithmetic dtype
+):
+    """x_hat = lerp(fake, real, eps[b]), eps rounded to the images' dtype first (as the reference)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = i < numel
     e = tl.load(eps_ptr + i // per_sample, mask=ok, other=0).to(out_ptr.dtype.element_ty).to(ACC)
@@ -64,8 +75,15 @@ def _interpolate_kernel(real_ptr, fake_ptr, eps_ptr, out_ptr, numel, per_sample,
 
 
 @jit
-def _sumsq_kernel(g_ptr, part_ptr, per_sample, per_prog, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """part[b, split] = sum of g^2 over one slice of sample b."""
+def _sumsq_kernel(
+    g_ptr,  # (B, per_sample) gradient of D at x_hat, batch outermost
+    part_ptr,  # (B, n_split) out: partial sums of g^2
+    per_sample,  # elements per sample
+    per_prog,  # elements of a sample summed by one program (a multiple of BLOCK)
+    BLOCK: tl.constexpr,  # elements per step
+    ACC: tl.constexpr,  # accumulation dtype
+):
+    """part[b, split] = sum of g^2 over one slice of sample b (program (b, split))."""
     b = tl.program_id(0)
     split = tl.program_id(1)
     acc = tl.zeros([BLOCK], ACC)
@@ -78,7 +96,16 @@ def _sumsq_kernel(g_ptr, part_ptr, per_sample, per_prog, BLOCK: tl.constexpr, AC
 
 
 @jit
-def _penalty_kernel(part_ptr, norm_ptr, loss_ptr, B, n_split, weight, BB: tl.constexpr, ACC: tl.constexpr):
+def _penalty_kernel(
+    part_ptr,  # (B, n_split) partial sums of g^2
+    norm_ptr,  # (B,) out: ||g_b||
+    loss_ptr,  # () out: the penalty
+    B,  # samples
+    n_split,  # partial sums per sample
+    weight,  # lambda
+    BB: tl.constexpr,  # samples per step
+    ACC: tl.constexpr,  # accumulation dtype
+):
     """norms[b] = sqrt(sum of part[b, :]); loss = weight * mean((norm - 1)^2). One program."""
     acc = tl.zeros([BB], ACC)
     for b0 in range(0, B, BB):
@@ -94,8 +121,18 @@ def _penalty_kernel(part_ptr, norm_ptr, loss_ptr, B, n_split, weight, BB: tl.con
 
 
 @jit
-def _penalty_grad_kernel(g_ptr, norm_ptr, dloss_ptr, out_ptr, numel, per_sample, B, weight,
-                         BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _penalty_grad_kernel(
+    g_ptr,  # (B, per_sample) gradient of D at x_hat
+    norm_ptr,  # (B,) ||g_b|| from the forward
+    dloss_ptr,  # () gradient at the penalty
+    out_ptr,  # (B, per_sample) out: gradient at g, same strides
+    numel,  # B * per_sample
+    per_sample,  # elements per sample
+    B,  # samples
+    weight,  # lambda
+    BLOCK: tl.constexpr,  # elements per program
+    ACC: tl.constexpr,  # arithmetic dtype
+):
     """dg = dloss * 2 * weight / B * (n - 1) / n * g; 0 for a zero-norm sample, as torch's norm backward."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = i < numel
@@ -153,27 +190,36 @@ def _interpolate_grad(ctx, g):
 _interpolate_op.register_autograd(_interpolate_grad, setup_context=_interpolate_setup)
 
 
-def _norm_plan(g: Tensor) -> tuple[int, int, int, int]:
-    """(samples, elements per sample, elements per program, block) for ``_sumsq_kernel``."""
+class NormPlan(NamedTuple):
+    """How ``_sumsq_kernel`` splits the per-sample sums of squares over programs."""
+
+    samples: int  # B
+    per_sample: int  # elements per sample
+    split: int  # programs per sample
+    per_prog: int  # elements per program, a multiple of block
+    block: int  # elements per step
+
+
+def _norm_plan(g: Tensor) -> NormPlan:
     b = g.shape[0]
     per_sample = g.numel() // b
     block = min(next_pow2(per_sample), BLOCK)
     split = max(1, min(cdiv(per_sample, block), cdiv(num_programs_target(g.device), b)))
     per_prog = cdiv(cdiv(per_sample, split), block) * block
-    return b, per_sample, per_prog, block
+    return NormPlan(b, per_sample, cdiv(per_sample, per_prog), per_prog, block)
 
 
 @torch.library.custom_op("fastgan::grad_norm_penalty", mutates_args=())
 def _penalty_op(grad: Tensor, weight: float) -> tuple[Tensor, Tensor]:
     g = _batch_major(grad)
-    b, per_sample, per_prog, block = _norm_plan(g)
-    split = cdiv(per_sample, per_prog)
+    p = _norm_plan(g)
     acc = acc_dtype(g.dtype)
-    part = torch.empty(b, split, device=g.device, dtype=_stat_dtype(g.dtype))
-    _sumsq_kernel[(b, split)](g, part, per_sample, per_prog, BLOCK=block, ACC=acc)
-    norms = torch.empty(b, device=g.device, dtype=part.dtype)
+    part = torch.empty(p.samples, p.split, device=g.device, dtype=_stat_dtype(g.dtype))
+    _sumsq_kernel[(p.samples, p.split)](g, part, p.per_sample, p.per_prog, BLOCK=p.block, ACC=acc)
+    norms = torch.empty(p.samples, device=g.device, dtype=part.dtype)
     loss = torch.empty((), device=g.device, dtype=part.dtype)
-    _penalty_kernel[(1,)](part, norms, loss, b, split, weight, BB=min(next_pow2(b), BATCH_BLOCK), ACC=acc)
+    _penalty_kernel[(1,)](part, norms, loss, p.samples, p.split, weight, BB=min(next_pow2(p.samples), BATCH_BLOCK),
+                          ACC=acc)
     return loss, norms
 
 
