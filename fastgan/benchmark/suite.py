@@ -102,11 +102,11 @@ def unsupported(mode: str, device: torch.device) -> str | None:
     return None
 
 
-def case_config(case: str, batch: int, device: torch.device) -> Config:
+def case_config(case: str, batch: int, device: torch.device, kernels: str = "torch") -> Config:
     c = CASES[case]
     ov = {"model.resolution": c.resolution, "model.conditioning": c.conditioning, "model.g_width": 64,
           "model.d_width": 64, "model.z_dim": 100, "optim.ema_decay": 0.0, "train.batch_size": batch,
-          "train.device": str(device), "data.loader": "device"}
+          "train.device": str(device), "data.loader": "device", "model.kernels": kernels}
     if c.wgan_gp:
         ov.update({"model.d_norm": "none", "loss.kind": "wgan-gp", "optim.n_critic": 5, "optim.g_lr": 1e-4,
                    "optim.d_lr": 1e-4, "optim.g_betas": (0.0, 0.9), "optim.d_betas": (0.0, 0.9)})
@@ -130,9 +130,9 @@ def sync(device: torch.device) -> None:
 class Runner:
     """One (case, mode, batch): ``iteration()`` runs one training iteration the way the loop would."""
 
-    def __init__(self, case: str, mode: str, batch: int, device: torch.device) -> None:
+    def __init__(self, case: str, mode: str, batch: int, device: torch.device, kernels: str = "torch") -> None:
         self.case, self.mode, self.batch, self.device = case, mode, batch, device
-        cfg = case_config(case, batch, device)
+        cfg = case_config(case, batch, device, kernels)  # model.kernels: the triton modes of bench/gpu_proof.py
         ds = synthetic_dataset(case)
         self.images_per_iteration = batch * cfg.optim.n_critic
         opts = mode_options(mode, device)
