@@ -126,6 +126,7 @@ class Trainer:
 
     def save_samples(self, name: str) -> Path:
         path = self.run_dir / "samples" / name
+        distributed.average_buffers(self.state.G, self.state.G_ema)  # torchrun: one set of BatchNorm statistics
         if not self.main:
             return path
         x = generate(self.state.sampler(), self.fixed_z, self.fixed_y)
@@ -377,7 +378,7 @@ def resolve_schedule(cfg: Config, ckpt: dict[str, Any] | None) -> Config:
     else:
         stored = ckpt_mod.config_of(ckpt)
         n = stored.loss.instance_noise_steps or stored.train.steps  # checkpoints from before it was stored
-        ckpt["config"]["loss"]["instance_noise_steps"] = n
+        ckpt["config"].setdefault("loss", {})["instance_noise_steps"] = n
         n = cfg.loss.instance_noise_steps or n
     return replace(cfg, loss=replace(cfg.loss, instance_noise_steps=n))
 
