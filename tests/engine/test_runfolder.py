@@ -69,6 +69,14 @@ def test_lock_of_a_killed_trainer_is_taken_over(tmp_path):
         assert lock.previous["pid"] == holder.pid
 
 
+def test_default_run_folder_skips_one_a_live_trainer_holds(tmp_path):
+    from fastgan.engine.loop import _default_out
+
+    assert _default_out("digits-cdcgan") == Path("runs/digits-cdcgan")  # tests run in their own folder
+    with RunLock(Path("runs/digits-cdcgan")):  # a trainer that has not written anything yet
+        assert _default_out("digits-cdcgan") == Path("runs/digits-cdcgan-2")
+
+
 @pytest.mark.slow
 def test_second_trainer_on_a_busy_folder_refuses_and_nothing_mixes(tmp_path):
     """Two real `fastgan train --out same`: the second exits 2 naming the first's PID; the first's run is
