@@ -20,8 +20,7 @@ from fastgan.config import Config, validate
 from fastgan.data import ImageDataset, load_dataset
 from fastgan.devices import device_name, resolve_device
 from fastgan.engine import checkpoint as ckpt_mod
-from fastgan.engine import distributed
-from fastgan.engine import finetune, runfolder
+from fastgan.engine import distributed, finetune, runfolder
 from fastgan.engine.build import assemble
 from fastgan.engine.loggers import make_logger
 from fastgan.engine.sampling import fixed_latents, generate, grid_columns

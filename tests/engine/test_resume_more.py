@@ -106,10 +106,10 @@ def test_resume_auto_with_only_unreadable_checkpoints_refuses_instead_of_startin
     for argv in (["--resume", "auto"], ["digits-cdcgan", "--resume", "auto"]):  # from the checkpoint / a preset
         rc, _, err = cli(capsys, "train", "--out", out, "--steps", 6, *argv, *TINY_ARGS)
         assert rc == 2
-        assert err.strip().splitlines() == [
+        assert err.strip().splitlines() == [(
             f"fastgan: error: --resume auto found no readable checkpoint in {out / 'checkpoints'} "
             "(step-0000004.pt, step-0000002.pt: truncated or corrupt): move them out of that folder to start the "
-            "run again, or pass --resume PATH to a good copy"]
+            "run again, or pass --resume PATH to a good copy")]
     assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
     assert (out / "metrics.jsonl").read_bytes() == metrics
 
@@ -122,9 +122,9 @@ def test_resuming_a_finished_run_with_fewer_steps_says_so_and_writes_nothing(cap
     files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     rc, stdout, err = cli(capsys, "train", "--out", out, "--resume", "auto", "--steps", 2, *TINY_ARGS)
     assert rc == 0
-    assert err.strip().splitlines() == [
+    assert err.strip().splitlines() == [(
         f"fastgan: run {out} is already at step 4 and train.steps is 2: nothing trained, nothing written; "
-        "pass --steps above 4 to continue it"]
+        "pass --steps above 4 to continue it")]
     assert json.loads(stdout)["step"] == 4
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files  # config.json included
     assert json.loads((out / "config.json").read_text())["train"]["steps"] == 4
