@@ -1,0 +1,200 @@
+"""Fixed-budget quality benchmark: train each preset for a wall-clock budget, then measure it.
+
+    python bench/quality/run.py --minutes 10                      # every preset whose data is present
+    python bench/quality/run.py --presets mnist-cdcgan --minutes 10 --fid-samples 5000
+
+Per preset: the domain classifier of its dataset is trained once if missing (cached); two short calibration
+runs measure the CPU time of a step, so ``train.steps`` fills the budget (minutes x threads of CPU time, which a
+busy machine stretches in wall time but does not shrink); the run evaluates with the classifier every
+``--eval-every`` steps (classifier-FID, and for conditional models the accuracy of a classifier on generated
+labels); finally Inception FID of ``--fid-samples`` generated images against the full test split's cached
+statistics. Writes ``bench/results/quality-<device>.json`` (budget, steps, images seen, device, every number
+with its protocol) and the quality-vs-images curve of each run as ``docs/quality-<preset>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_PRESETS = ("mnist-cdcgan", "mnist-dcgan", "fashion-wgan-gp", "emnist-letters")
+SPLIT_FOR_FID = "test"
+
+
+def log(msg: str) -> None:
+    print(f"[quality] {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_classifier(dataset: str, device) -> dict:
+    from fastgan.config import DataConfig
+    from fastgan.metrics.classifier import default_path, save_classifier, train_classifier
+
+    path = default_path(dataset)
+    if path.is_file():
+        return {"path": str(path), "trained_now": False}
+    log(f"training the {dataset} domain classifier (once; cached at {path})")
+    model, report = train_classifier(DataConfig(dataset=dataset), device=device, quiet=True)
+    save_classifier(model, path)
+    return {"path": str(path), "trained_now": True, **{k: v for k, v in report.items() if k != "dataset"}}
+
+
+def calibrate(preset: str, overrides: dict, runs: Path) -> float:
+    """CPU seconds (all threads, this process) per step of this preset: the difference of a 10-step and a
+    40-step run, so start-up and warm-up cancel. CPU time, not wall time, so a busy machine does not
+    shrink the budget (on an idle machine wall time is CPU time / threads)."""
+    from fastgan.config import load_config
+    from fastgan.engine import train
+
+    used = []
+    for steps in (10, 40):
+        cfg = load_config(preset, {**overrides, "train.steps": str(steps), "train.out": str(runs / f"{preset}-calib{steps}"),
+                                   "train.log_every": "10", "train.sample_every": "100000",
+                                   "train.ckpt_every": "100000"})
+        t0 = time.process_time()
+        train(cfg, quiet=True)
+        used.append(time.process_time() - t0)
+    return max((used[1] - used[0]) / 30, 1e-3)
+
+
+def inception_fid(checkpoint: Path, dataset: str, samples: int, stats_dir: Path) -> dict:
+    """FID of ``samples`` generated images against the full test split (statistics cached)."""
+    from fastgan.metrics.api import compute_fid
+
+    stats = stats_dir / f"{dataset}-{SPLIT_FOR_FID}-inception2048.npz"
+    if not stats.is_file():
+        log(f"Inception statistics of {dataset}:{SPLIT_FOR_FID} (once)")
+        compute_fid(f"{dataset}:{SPLIT_FOR_FID}", None, save_stats=str(stats), quiet=False)
+    t0 = time.perf_counter()
+    res = compute_fid(str(checkpoint), str(stats), samples=samples, quiet=False)
+    return {"fid": res["fid"], "seconds": round(time.perf_counter() - t0, 1),
+            "protocol": {"generated": samples, "reference": f"{dataset}:{SPLIT_FOR_FID} (all images, cached stats)",
+                         "network": "FID Inception v3 pool3 (pytorch-fid weights)", "labels": "balanced"}}
+
+
+def curve(rows: list[dict], preset: str, batch: int, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = [r for r in rows if "classifier_fid" in r]
+    if not ev:
+        return
+    seen = [r["step"] * batch / 1000 for r in ev]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(seen, [r["classifier_fid"] for r in ev], "o-", label="classifier-FID (lower is better)")
+    ax.set_xlabel("thousand real images seen by D")
+    ax.set_ylabel("classifier-FID")
+    ax.set_yscale("log")
+    if "classifier_acc" in ev[0]:
+        ax2 = ax.twinx()
+        ax2.plot(seen, [100 * r["classifier_acc"] for r in ev], "s--", color="tab:orange",
+                 label="label accuracy % (right)")
+        ax2.set_ylabel("accuracy of generated labels, %")
+        ax2.set_ylim(0, 100)
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    ax.set_title(f"{preset}: quality vs images seen")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def run_preset(preset: str, args, device) -> dict:
+    from fastgan.config import load_config
+    from fastgan.data import load_dataset
+    from fastgan.engine import train
+    from fastgan.errors import FastganError
+
+    cfg0 = load_config(preset)
+    try:
+        load_dataset(cfg0.data)
+    except FastganError as e:
+        return {"preset": preset, "skipped": f"data unavailable: {e}"}
+    clf = ensure_classifier(cfg0.data.dataset, device)
+    runs = Path(args.runs)
+    ov = {"train.seed": str(args.seed)}
+    import torch
+
+    cpu_per_step = calibrate(preset, ov, runs)
+    threads = torch.get_num_threads()
+    steps = max(100, int(args.minutes * 60 * threads / cpu_per_step))
+    every = max(50, steps // args.evals)
+    log(f"{preset}: {cpu_per_step:.3f} CPU-s/step x {threads} threads -> {steps} steps in {args.minutes} idle-machine minutes, classifier eval every {every}")
+    cfg = load_config(preset, {**ov, "train.steps": str(steps), "train.out": str(runs / preset),
+                               "eval.every": str(every), "eval.inception": "false", "eval.metric": "classifier_fid",
+                               "eval.samples": str(args.eval_samples)})
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = train(cfg, quiet=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rows = [json.loads(ln) for ln in (res.run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    ev = [r for r in rows if "classifier_fid" in r]
+    final = ev[-1] if ev else {}
+    best = min(ev, key=lambda r: r["classifier_fid"]) if ev else {}
+    batch = cfg.train.batch_size
+    out = {"preset": preset, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
+           "train_cpu_seconds": round(cpu, 1), "threads": threads, "cpu_seconds_per_step": round(cpu_per_step, 4),
+           "steps": res.step,
+           "images_seen": res.step * batch * cfg.optim.n_critic, "batch_size": batch,
+           "classifier": clf, "eval_samples": args.eval_samples,
+           "final": {k: v for k, v in final.items() if not k.startswith("classifier_acc_")},
+           "best_classifier_fid": {"step": best.get("step"), "value": best.get("classifier_fid")},
+           "checkpoint": str(res.checkpoint), "config": cfg.to_dict()}
+    curve(rows, preset, batch * cfg.optim.n_critic, REPO / "docs" / f"quality-{preset}.png")
+    best_pt = res.run_dir / "best.pt"
+    if args.fid_samples:
+        out["inception_fid"] = inception_fid(best_pt if best_pt.is_file() else res.checkpoint,
+                                             cfg.data.dataset, args.fid_samples, runs / "stats")
+        out["inception_fid"]["checkpoint"] = "best.pt (lowest classifier-FID)" if best_pt.is_file() else "final"
+    from fastgan.engine.checkpoint import load_generator
+    from fastgan.engine.sampling import fixed_latents, generate, grid_columns
+    from fastgan.images import save_grid
+
+    G, gcfg, _ = load_generator(best_pt if best_pt.is_file() else res.checkpoint, device)
+    z, y = fixed_latents(replace(gcfg, train=replace(gcfg.train, grid_size=100)), device)
+    save_grid(generate(G, z, y), REPO / "docs" / f"samples-{preset}.png", grid_columns(gcfg))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="training budget per preset, in idle-machine minutes (= CPU time / threads)")
+    p.add_argument("--evals", type=int, default=10, help="classifier evaluations over the run")
+    p.add_argument("--eval-samples", type=int, default=2000)
+    p.add_argument("--fid-samples", type=int, default=5000, help="generated images for Inception FID (0 = skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs/quality", help="where the runs are written")
+    p.add_argument("--out", default="", help="JSON path (default bench/results/quality-<device>.json)")
+    args = p.parse_args()
+
+    import torch
+
+    from fastgan.devices import device_name, resolve_device
+
+    device = resolve_device("auto")
+    results = []
+    for preset in [s.strip() for s in args.presets.split(",") if s.strip()]:
+        log(f"== {preset}")
+        results.append(run_preset(preset, args, device))
+        log(json.dumps({k: v for k, v in results[-1].items() if k != "config"}))
+    doc = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+           "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+           "load_average_at_end": os.getloadavg(), "results": results}
+    out = Path(args.out or REPO / "bench" / "results" / f"quality-{device.type}.json")
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
