@@ -88,6 +88,23 @@ def test_sigint_saves_and_exits_130(tmp_path):
     assert f"fastgan: stopped by SIGINT at step {load_checkpoint(saved)['step']}: saved {saved}" in err
 
 
+def test_a_second_signal_stops_at_once(tmp_path):
+    """Bounded time: a step that never ends (a hung loader, a slow evaluation) still yields to a second signal."""
+    code = ("import os, signal, time; from fastgan.engine.runfolder import StopSignals\n"
+            "with StopSignals() as stop:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(0.2)\n"
+            "    assert stop.signum == signal.SIGTERM\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "print('still running')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr  # killed by the signal: a shell reports 143
+    assert "still running" not in proc.stdout
+    assert "fastgan: SIGTERM: saving a checkpoint after this step" in proc.stderr
+    assert "fastgan: second SIGTERM: stopping now without saving" in proc.stderr
+
+
 def test_stop_signals_defer_the_first_signal_and_restore_the_handlers():
     before = signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
