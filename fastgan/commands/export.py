@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from fastgan.errors import ConfigError
-from fastgan.export.spec import ATOL_FP16, OPSETS, ExportOptions, OnnxError
+from fastgan.export.spec import ATOL_FP16, LAYOUTS, OPSETS, ExportOptions, OnnxError
 from fastgan.outputs import check_output_file
 
 _D = ExportOptions()
@@ -44,11 +44,15 @@ def add_parser(sub) -> None:
                    help="dynamic batch axis (default) or a static batch size N")
     p.add_argument("--uint8", action=argparse.BooleanOptionalAction, default=_D.uint8,
                    help="also output uint8 NHWC images (default on)")
+    p.add_argument("--layout", choices=LAYOUTS, default=_D.layout,
+                   help="torch-fidelity: first output uint8 (N, 3, H, W), grey repeated, for `fidelity --input1 "
+                   "gen.onnx` (default fastgan)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    opts = ExportOptions(use_ema=args.ema, opset=args.opset, fp16=args.fp16, batch=args.batch, uint8=args.uint8)
+    opts = ExportOptions(use_ema=args.ema, opset=args.opset, fp16=args.fp16, batch=args.batch, uint8=args.uint8,
+                         layout=args.layout)
     opts.check()  # before the slow imports: a bad option fails at once
     out = Path(args.onnx) if args.onnx else Path(args.checkpoint).with_suffix(".onnx")
     if out.suffix.lower() != ".onnx":
@@ -67,4 +71,15 @@ def run(args: argparse.Namespace) -> int:
           f"opset {opts.opset}, {m['precision']}, batch {m['batch']}) in {rep.seconds:.1f}s; "
           f"max |onnxruntime - torch| = {rep.max_abs_diff:.2g} on {rep.checked} random latents "
           f"(tolerance {rep.tolerance:g})", file=sys.stderr)
+    if opts.layout == "torch-fidelity":
+        print(fidelity_command(rep.path, m), file=sys.stderr)
     return 0
+
+
+def fidelity_command(path: Path, meta: dict[str, str]) -> str:
+    """How torch-fidelity reads a torch-fidelity-layout export (its flags name the latent and the classes)."""
+    k = int(meta["num_classes"])
+    classes = f" --input1-model-num-classes {k}" if k else ""
+    return (f"torch-fidelity: fidelity --gpu 0 --fid --input1 {path} --input1-model-z-type normal "
+            f"--input1-model-z-size {meta['latent_size']}{classes} --input1-model-num-samples 50000 "
+            "--input2 cifar10-train  (or --input2 a folder of real images)")

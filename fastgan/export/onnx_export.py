@@ -36,6 +36,7 @@ from fastgan.export.spec import (
     FORMAT,
     FORMAT_VERSION,
     IMAGES,
+    IMAGES_NCHW3,
     IMAGES_UINT8,
     LABEL,
     VERIFY_BATCHES,
@@ -59,15 +60,19 @@ class ExportReport:
 
 
 class Deployable(nn.Module):
-    """The served graph: float32 ``z`` (and int64 ``label``) in; [-1, 1] images (and uint8 NHWC) out."""
+    """The served graph: float32 ``z`` (and int64 ``label``) in; [-1, 1] images (and uint8 NHWC) out, or for
+    ``layout="torch-fidelity"`` uint8 (N, 3, H, W) first, then the [-1, 1] images."""
 
-    def __init__(self, G: nn.Module, dtype: torch.dtype, uint8: bool) -> None:
+    def __init__(self, G: nn.Module, dtype: torch.dtype, uint8: bool, layout: str = "fastgan") -> None:
         super().__init__()
-        self.G, self.dtype, self.uint8 = G, dtype, uint8
+        self.G, self.dtype, self.uint8, self.layout = G, dtype, uint8, layout
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None):
         # onnxruntime's Tanh can overshoot +-1 by an ulp: clamp so the stated range holds exactly.
         x = self.G(z.to(self.dtype), label).float().clamp(-1, 1)
+        if self.layout == "torch-fidelity":  # Inception-style metric tools take 3-channel uint8 NCHW
+            u = quantize(x)
+            return (u.repeat(1, 3, 1, 1) if u.shape[1] == 1 else u), x
         if not self.uint8:
             return x
         return x, quantize(x).permute(0, 2, 3, 1)  # the rule of `fastgan sample`'s files
@@ -96,6 +101,7 @@ def generator_metadata(cfg: Config, ckpt: dict, weights: str, opts: ExportOption
         "weights": weights,  # ema | raw
         "precision": "fp16" if opts.fp16 else "fp32",
         "batch": str(opts.batch) if opts.batch else "dynamic",
+        "layout": opts.layout,  # fastgan | torch-fidelity: the outputs' order and form
     }
 
 
@@ -117,7 +123,7 @@ def trace(G: nn.Module, opts: ExportOptions) -> onnx.ModelProto:
     """The folded generator (fp16 inside when asked) as an ONNX model, without metadata."""
     folded = fold_batchnorm(G)
     dtype = torch.float16 if opts.fp16 else torch.float32
-    module = Deployable(folded.to(dtype), dtype, opts.uint8).eval()
+    module = Deployable(folded.to(dtype), dtype, opts.uint8, opts.layout).eval()
     n = opts.batch or TRACE_BATCH
     args: tuple[torch.Tensor, ...] = (torch.randn(n, G.z_dim),)
     if G.num_classes:
@@ -127,7 +133,7 @@ def trace(G: nn.Module, opts: ExportOptions) -> onnx.ModelProto:
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             module, args, dynamo=True, input_names=[Z, LABEL][: len(args)],
-            output_names=[IMAGES, IMAGES_UINT8] if opts.uint8 else [IMAGES],
+            output_names=opts.outputs,
             dynamic_shapes=dynamic, opset_version=opts.opset, verbose=False,
         )
     return program.model_proto
@@ -148,9 +154,15 @@ def verify(path: Path, G: nn.Module, opts: ExportOptions) -> tuple[float, int]:
         if not np.isfinite(ref).all():  # broken weights, not an exporter bug: say so, not "please report it"
             raise OnnxError("the generator itself makes NaN or inf images (its weights or BatchNorm statistics are "
                             "broken): export an earlier checkpoint of the run; nothing was written")
-        outs = session.run(None, {Z: z.numpy(), **({LABEL: y.numpy()} if y is not None else {})})
-        diff = float(np.abs(outs[0] - ref).max())
-        levels = int(np.abs(outs[1].astype(np.int16) - to_uint8(ref)).max()) if opts.uint8 else 0
+        feed = {Z: z.numpy(), **({LABEL: y.numpy()} if y is not None else {})}
+        outs = dict(zip(opts.outputs, session.run(None, feed)))
+        diff = float(np.abs(outs[IMAGES] - ref).max())
+        levels = 0
+        if IMAGES_UINT8 in outs:
+            levels = int(np.abs(outs[IMAGES_UINT8].astype(np.int16) - to_uint8(ref)).max())
+        if IMAGES_NCHW3 in outs:  # (N, 3, H, W): the NHWC rule, transposed and grey repeated
+            want = np.broadcast_to(to_uint8(ref).transpose(0, 3, 1, 2), (n, 3, *ref.shape[2:]))
+            levels = max(levels, int(np.abs(outs[IMAGES_NCHW3].astype(np.int16) - want).max()))
         if not diff <= tol or levels > 1 + int(tol * 127.5):  # `not <=` also catches NaN
             raise OnnxError(
                 f"export check failed: max |onnxruntime - torch| = {diff:.3g} (uint8: {levels} levels) > {tol:g} "

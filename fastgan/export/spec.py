@@ -19,6 +19,10 @@ VERIFY_BATCHES = (1, 16)  # batch sizes checked against torch after a dynamic-ba
 
 Z, LABEL = "z", "label"  # inputs: float32 (N, latent_size); int64 (N,) for conditional models
 IMAGES, IMAGES_UINT8 = "images", "images_uint8"  # float32 (N, C, H, W) in [-1, 1]; uint8 (N, H, W, C)
+IMAGES_NCHW3 = "images_uint8_nchw"  # layout torch-fidelity: uint8 (N, 3, H, W), grey repeated to 3 channels
+# fastgan: outputs images (+ images_uint8). torch-fidelity: images_uint8_nchw first, then images; its ONNX
+# generator loader feeds the inputs by position (z, then labels) and reads output 0 as uint8 (N, 3, H, W).
+LAYOUTS = ("fastgan", "torch-fidelity")
 
 
 class OnnxError(FastganError):
@@ -32,9 +36,19 @@ class ExportOptions:
     fp16: bool = False  # fp16 weights and math, fp32 inputs and outputs; checked against ATOL_FP16
     batch: int = 0  # static batch size baked into the graph; 0 = dynamic batch axis
     uint8: bool = True  # also output uint8 NHWC images, ready to save without any post-processing
+    layout: str = "fastgan"  # the outputs' order and form: fastgan | torch-fidelity (see LAYOUTS)
 
     def check(self) -> None:
         if self.opset not in OPSETS:
             raise OnnxError(f"--opset {self.opset} is not supported: choose one of {OPSETS[0]}..{OPSETS[-1]}")
         if self.batch < 0:
             raise OnnxError(f"--batch must be 'dynamic' or a positive size, got {self.batch}")
+        if self.layout not in LAYOUTS:
+            raise OnnxError(f"--layout {self.layout} is not supported: choose one of {', '.join(LAYOUTS)}")
+
+    @property
+    def outputs(self) -> list[str]:
+        """The graph's output names, in order."""
+        if self.layout == "torch-fidelity":
+            return [IMAGES_NCHW3, IMAGES]
+        return [IMAGES, IMAGES_UINT8] if self.uint8 else [IMAGES]
