@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     result = compute_fid(args.a, args.b, samples=args.samples, seed=args.seed, dims=args.dims, isc=args.isc,
                          weights=args.weights, batch_size=args.batch_size, impl=args.impl, device=args.device,
                          quiet=args.quiet, download=not args.no_download, save_stats=args.save_stats)
+    from fastgan.engine import distributed
+
+    if not distributed.is_main():  # torchrun: rank 0 reports
+        return 0
     if args.save_stats:
         print(f"wrote statistics of {result['protocol']['a']['count']} images to {args.save_stats}", file=sys.stderr)
     print(json.dumps(result, indent=2))

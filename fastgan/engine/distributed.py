@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,20 @@ def agreed_stop(signum: int | None, boundary: bool) -> int | None:
     flag = torch.tensor([signum or 0], dtype=torch.int64)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return int(flag) or None
+
+
+def my_batches(batches: Iterable[Any], count: int, batch_size: int) -> Iterator[Any]:
+    """This rank's contiguous run of ``batches`` (``count`` items in batches of ``batch_size``), so that what the
+    ranks gather back in rank order is in input order; all of them for one process."""
+    if not active():
+        yield from batches
+        return
+    mine = shard().span(-(-count // batch_size))
+    for i, b in enumerate(batches):
+        if i >= mine.stop:
+            return
+        if i >= mine.start:
+            yield b
 
 
 def check_world(batch_size: int, device: torch.device, sync_bn: bool) -> None:

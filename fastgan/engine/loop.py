@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from fastgan.config import Config, validate
 from fastgan.data import ImageDataset, load_dataset
@@ -27,6 +26,7 @@ from fastgan.engine.sampling import fixed_latents, generate, grid_columns
 from fastgan.engine.state import TrainState
 from fastgan.errors import CheckpointError, ConfigError, FastganError, TrainingDiverged
 from fastgan.images import plot_losses, save_grid
+from fastgan.progress import Bar
 
 
 def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device):
@@ -286,7 +286,7 @@ class Trainer:
         n_acc = 0
         last: dict[str, float] = {}
         window_t, window_start = time.perf_counter(), st.step
-        bar = tqdm(total=t.steps, initial=st.step, desc="train", unit="step", disable=self.quiet,
+        bar = Bar(total=t.steps, initial=st.step, desc="train", unit="step", disable=self.quiet,
                    dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
         try:
             while st.step < t.steps:
@@ -307,7 +307,8 @@ class Trainer:
                     window_t, window_start = now, st.step
                     last = {k: round(v, 6) for k, v in values.items()}
                     self._log({"step": st.step, "images_per_s": round(ips, 1), **last})
-                    bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}", img_s=f"{ips:.0f}")
+                    bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}", img_s=f"{ips:.0f}",
+                                    refresh=False)  # shown by the next draw: the last line is drawn once
                     sums, n_acc = {}, 0
                 if st.step % t.sample_every == 0 or at_end:
                     self.save_samples(f"step-{st.step:07d}.png")

@@ -14,6 +14,7 @@ from typing import Any
 from fastgan.config import MAX_SEED
 from fastgan.cost import announce_features, feature_batch
 from fastgan.devices import resolve_device
+from fastgan.engine import distributed
 from fastgan.errors import FastganError
 from fastgan.metrics.features import extract
 from fastgan.metrics.fid import FID, load_stats, resolve_impl, stats_to_fid
@@ -61,7 +62,7 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
         raise FastganError(f"--dims {dims} is not an Inception feature layer: use one of {', '.join(map(str, DIMS))}")
     if save_stats:
         check_output_file(save_stats, "--save-stats")  # before minutes of feature extraction
-    dev = resolve_device(device)
+    dev = distributed.setup(resolve_device(device))  # under torchrun: each rank embeds its share of the images
     sources = [open_source(s, samples, seed, dev) for s in (a, b) if s is not None]
     stats = [load_stats(s.stats_path) if s.kind == "stats" else None for s in sources]
     images = [s for s in sources if s.kind != "stats"]
@@ -73,7 +74,7 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
     out: dict[str, Any] = {}
     protocol: dict[str, Any] = {"trace_sqrt": resolve_impl(impl), "statistics": "float64 mean and unbiased covariance"}
     if images:
-        net = load_inception(weights, layer, dev, download=download)
+        net = distributed.main_first(lambda: load_inception(weights, layer, dev, download=download))  # one download
         if isc:
             net.require_logits()
         if not quiet:  # on a CPU, how long this will take, before it starts
@@ -84,14 +85,15 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
         for i, s in enumerate(sources):
             if s.kind == "stats":
                 continue
-            res = extract({"net": (net, isc)}, s.batches(batch_size), dev, total=s.count, desc=s.spec, quiet=quiet)
+            res = extract({"net": (net, isc)}, distributed.my_batches(s.batches(batch_size), s.count, batch_size),
+                          dev, total=s.count, desc=s.spec, quiet=quiet, across_ranks=True)
             stats[i], logits = res["net"]
             if logits is not None:
                 out.setdefault("inception_score", {})["ab"[i]] = logits_to_is(logits)
     for s, st in zip(sources, stats):
         if s.kind == "stats":
             s.count = st.n
-    if save_stats:  # the argument shadows fastgan.metrics.fid.save_stats, imported as write_stats
+    if save_stats and distributed.is_main():  # the argument shadows fastgan.metrics.fid.save_stats, imported as write_stats
         write_stats(save_stats, stats[0])
     if len(stats) == 2:
         out[FID] = stats_to_fid(stats[0], stats[1], impl)

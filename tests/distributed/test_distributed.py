@@ -80,6 +80,14 @@ def test_with_batchnorm_ranks_hold_identical_parameters(ranks: Path):
     assert all(np.isfinite(v) for row in r0["losses"] for v in row.values())
 
 
+def test_amp_and_channels_last_under_ddp_keep_ranks_identical(ranks: Path):
+    r0, r1 = _load(ranks, "fast")
+    params = [k for k in r0["params"] if "running" not in k and "num_batches" not in k]  # BN stats: per rank
+    assert len(params) > 10 and all(torch.equal(r0["params"][k], r1["params"][k]) for k in params)
+    assert r0["params"]["D.features.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert all(np.isfinite(v) for row in r0["losses"] for v in row.values())
+
+
 def test_drifted_rank_fails_the_checkpoint_loudly_on_every_rank(ranks: Path):
     for r in (0, 1):
         msg = (ranks / f"consistency-rank{r}.txt").read_text()
@@ -200,3 +208,18 @@ def test_failing_rank_ends_the_job_then_resume_is_bit_exact(tmp_path: Path, how:
         for k, v in a["models"][part].items():
             assert torch.equal(v, b["models"][part][k]), (part, k)
     assert _steps_logged(tmp_path / "b") == _steps_logged(tmp_path / "a")
+
+
+@pytest.mark.slow
+def test_fastgan_fid_across_two_ranks_equals_one_process(tmp_path: Path, data_dir: Path):
+    """End to end with the FID Inception (pool layer 64: 40 samples < 64 dims, the low-rank form)."""
+    args = ["fid", "mnist:test", "fashion-mnist:test", "--samples", "40", "--dims", "64", "--device", "cpu",
+            "--no-download", "--quiet"]
+    one = subprocess.run([sys.executable, "-m", "fastgan", *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun(["-m", "fastgan", *args], cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = json.loads(one.stdout), json.loads(two.stdout)  # one JSON document: rank 0 alone printed
+    assert abs(a["fid"] - b["fid"]) <= 1e-6 * a["fid"], (a["fid"], b["fid"])
+    assert a["protocol"]["a"]["count"] == b["protocol"]["a"]["count"] == 40

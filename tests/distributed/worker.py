@@ -30,7 +30,7 @@ STEPS = 5
 
 
 def run_steps(overrides: dict[str, str], noise: float | None, g_eval: bool, steps: int = STEPS,
-              float64: bool = False):
+              float64: bool = False, options: FastOptions = FastOptions()):
     """``float64``: models, latents and batches in float64, so that the different summation order of 2 x 8
     against 16 (float32 rounding, 1e-7 relative) cannot be blown up by Adam's normalised first steps on
     near-cancelling gradients (seen: 6e-5 in float32, one sign flip of a G weight whose gradient is ~1e-9)."""
@@ -40,7 +40,7 @@ def run_steps(overrides: dict[str, str], noise: float | None, g_eval: bool, step
     if float64:
         torch.set_default_dtype(torch.float64)
     try:
-        run = assemble(cfg, load_dataset(cfg.data), device, options=FastOptions())
+        run = assemble(cfg, load_dataset(cfg.data), device, options=options)
         if float64:  # the loaders make float32 pixels: widen them on their way into the step
             batch = run.loader.batch
             run.loader.batch = lambda n: (lambda x, y: (x.double(), y))(*batch(n))
@@ -136,6 +136,10 @@ def main(out: Path, only: str = "") -> None:
     state, losses = run_steps({"optim.ema_decay": "0.9"}, None, g_eval=False)
     distributed.before_checkpoint(state)  # averaged BatchNorm statistics, checked parameters
     torch.save(snapshot(state, losses), out / f"bn-rank{r}.pt")
+    # the fast paths through DDP: bf16 autocast and channels-last (DDP wraps the channels-last modules)
+    state, losses = run_steps({"loss.kind": "wgan-gp", "model.d_norm": "none"}, None, g_eval=False, steps=2,
+                              options=FastOptions(amp="bf16", channels_last=True))
+    torch.save(snapshot(state, losses), out / f"fast-rank{r}.pt")
     fid_cases(out, r)
     consistency_case(out, r)
 
