@@ -48,13 +48,9 @@ def config(variant: str, **extra: str):
     return load_config(None, {**TINY, **VARIANTS[variant], **extra})
 
 
-_DIGITS = {}
-
-
+@pytest.fixture(scope="session")
 def digits():
-    if not _DIGITS:
-        _DIGITS["ds"] = load_dataset(config("dcgan").data)
-    return _DIGITS["ds"]
+    return load_dataset(config("dcgan").data)
 
 
 def params(st) -> dict[str, torch.Tensor]:
@@ -75,26 +71,30 @@ def run_steps(stepper: Stepper, steps: int = STEPS) -> list[dict[str, float]]:
     return losses
 
 
-_RUNS: dict[tuple[str, str], dict] = {}
+@pytest.fixture(scope="session")
+def run(digits):
+    """``run(variant, mode)``: 5 steps from seed 0, made once per session and shared (compiling is the slow
+    part); a session fixture, so any test may be the first to ask, alone or in any order."""
+    runs: dict[tuple[str, str], dict] = {}
 
+    def get(variant: str, mode: str) -> dict:
+        key = (variant, mode)
+        if key not in runs:
+            # Each new model instance adds cache entries to the same forward(); past dynamo's recompile limit it
+            # would silently run eager, so start clean (the on-disk inductor cache still saves the C++ builds).
+            torch._dynamo.reset()
+            counters = torch._dynamo.utils.counters
+            counters.clear()
+            t0 = time.perf_counter()
+            stepper = stepper_for(config(variant), digits, CPU, MODES[mode])
+            before = params(stepper.state)
+            losses = run_steps(stepper)
+            runs[key] = {"before": before, "after": params(stepper.state), "losses": losses, "stepper": stepper,
+                         "graph_breaks": dict(counters["graph_break"]), "graphs": counters["stats"]["unique_graphs"],
+                         "seconds": time.perf_counter() - t0}
+        return runs[key]
 
-def run(variant: str, mode: str) -> dict:
-    """5 steps from seed 0; made once per session, shared (compiling is the slow part)."""
-    key = (variant, mode)
-    if key not in _RUNS:
-        # Each new model instance adds cache entries to the same forward(); past dynamo's recompile limit it
-        # would silently run eager, so start clean (the on-disk inductor cache still saves the C++ builds).
-        torch._dynamo.reset()
-        counters = torch._dynamo.utils.counters
-        counters.clear()
-        t0 = time.perf_counter()
-        stepper = stepper_for(config(variant), digits(), CPU, MODES[mode])
-        before = params(stepper.state)
-        losses = run_steps(stepper)
-        _RUNS[key] = {"before": before, "after": params(stepper.state), "losses": losses, "stepper": stepper,
-                      "graph_breaks": dict(counters["graph_break"]), "graphs": counters["stats"]["unique_graphs"],
-                      "seconds": time.perf_counter() - t0}
-    return _RUNS[key]
+    return get
 
 
 def update_error(fast: dict, ref: dict) -> float:
@@ -121,7 +121,7 @@ TOL = {"compile": {"update": 1e-4, "loss": 1e-5}, "compile+bf16": {"update": 1e-
 
 @pytest.mark.parametrize("mode", ["compile", "compile+bf16"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_fast_matches_eager_over_five_steps(variant, mode):
+def test_fast_matches_eager_over_five_steps(variant, mode, run):
     ref, fast = run(variant, "eager"), run(variant, mode)
     err = update_error(fast, ref)
     loss_err = max(abs(f[k] - r[k]) / max(1.0, abs(r[k])) for f, r in zip(fast["losses"], ref["losses"])
@@ -133,7 +133,7 @@ def test_fast_matches_eager_over_five_steps(variant, mode):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_compiled_hot_path_has_no_graph_breaks(variant):
+def test_compiled_hot_path_has_no_graph_breaks(variant, run):
     r = run(variant, "compile")
     assert r["graph_breaks"] == {}, r["graph_breaks"]  # counted over the 5 compiled training steps
     assert r["graphs"] >= 4  # G (no-grad, train) and D (real/fake, G step) really compiled, no silent eager
@@ -149,7 +149,7 @@ def test_compiled_hot_path_has_no_graph_breaks(variant):
         assert ex.graph_break_count == 0 and ex.graph_count == 1, f"{name}: {ex.break_reasons}"
 
 
-def test_penalty_gradients_through_compiled_step_match_eager():
+def test_penalty_gradients_through_compiled_step_match_eager(run):
     """The compiled step takes D's loss through compiled D and the penalty (a double backward, which compiled
     modules do not support) through the uncompiled D: the penalty's parameter gradients, and D's whole
     gradient, equal eager's."""
@@ -174,8 +174,8 @@ def test_penalty_gradients_through_compiled_step_match_eager():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="the GPU form of the fp16 scaler test needs a CUDA GPU"))])
-def test_fp16_scaler_skips_a_step_with_an_inf_gradient_and_lowers_the_scale(device):
-    stepper = stepper_for(config("dcgan"), digits(), torch.device(device), FastOptions(amp="fp16"))
+def test_fp16_scaler_skips_a_step_with_an_inf_gradient_and_lowers_the_scale(device, digits):
+    stepper = stepper_for(config("dcgan"), digits, torch.device(device), FastOptions(amp="fp16"))
     st = stepper.state
     run_steps(stepper, 1)
     scale = stepper.scalers["D"].get_scale()
@@ -213,9 +213,9 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path):
             assert torch.equal(v, b["models"][net][k]), k
 
 
-def test_channels_last_matches_eager():
+def test_channels_last_matches_eager(run, digits):
     ref = run("cdcgan", "eager")
-    stepper = stepper_for(config("cdcgan"), digits(), CPU, FastOptions(channels_last=True))
+    stepper = stepper_for(config("cdcgan"), digits, CPU, FastOptions(channels_last=True))
     assert stepper.state.D.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     before = params(stepper.state)
     losses = run_steps(stepper)
@@ -284,13 +284,13 @@ def test_fast_flag_trains_and_says_what_it_picked(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("steps_before", [0, 2])
-def test_warmup_snapshot_restore_leaves_training_unchanged(steps_before):
+def test_warmup_snapshot_restore_leaves_training_unchanged(steps_before, digits):
     """The CUDA-graph builder trains warm-up iterations, then puts weights, Adam state and RNG back in place;
     the run must continue exactly as if the warm-up never happened (checked bit for bit on the CPU)."""
     cfg = config("wgan-gp", **{"optim.ema_decay": "0.9", "loss.instance_noise": "0.1"})
-    straight = stepper_for(cfg, digits(), CPU, FastOptions())
+    straight = stepper_for(cfg, digits, CPU, FastOptions())
     run_steps(straight, steps_before + 3)
-    stepper = stepper_for(cfg, digits(), CPU, FastOptions())
+    stepper = stepper_for(cfg, digits, CPU, FastOptions())
     run_steps(stepper, steps_before)
     storage = [p.data_ptr() for p in stepper.state.D.parameters()]
     snap, rng = snapshot(stepper.state), torch.get_rng_state()
