@@ -17,13 +17,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from fastgan.paths import resolve_root
 from fastgan.data.idx import EMNIST_SETS
 from fastgan.data.imagenet import HOW_TO_GET as IMAGENET_HOW, IMAGENET_SETS
 from fastgan.data.lsun import HOW_TO_GET as LSUN_HOW, LSUN_SETS
 from fastgan.errors import DataError
+from fastgan.progress import Bar
 
 TIMEOUT_S = 10.0  # connect/read timeout: offline, fail within seconds instead of hanging
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # torchvision's mirror of yann.lecun.com/exdb/mnist
@@ -124,7 +123,7 @@ def _receive(resp, url: str, part: Path, have: int, quiet: bool) -> None:
     length = resp.headers.get("Content-Length")
     total = start + int(length) if length is not None else None
     done = start
-    with open(part, "ab" if resumed else "wb") as f, tqdm(
+    with open(part, "ab" if resumed else "wb") as f, Bar(
             total=total, initial=start, unit="B", unit_scale=True, desc=part.name[:-5], disable=quiet,
             file=sys.stderr, mininterval=0.5) as bar:
         try:
