@@ -190,7 +190,7 @@ def test_checkpoint_from_another_model(capsys, tiny_run, tmp_path):
     torch.save(ckpt, forged)
     assert_user_error(*run_cli(capsys, "sample", forged)[::2], "does not match its config")
     rc, _, err = run_cli(capsys, "train", "--resume", forged, "--out", tmp_path / "x", "--quiet")
-    assert_user_error(rc, err, "does not fit this model")
+    assert_user_error(rc, err, "does not match its config")  # checked on load, before the run is built
 
 
 def test_resume_with_a_different_config(capsys, tiny_run):

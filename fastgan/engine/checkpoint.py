@@ -72,10 +72,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the unpickler or zip reader raises on a damaged file
-        if "Weights only load failed" in str(e):
+        msg = str(e).strip()
+        if "Weights only load failed" in msg and re.search(r"unsupported global", msg, re.IGNORECASE):
             raise CheckpointError(f"{path} is not a fastgan checkpoint: loading it would execute code (it holds "
                                   "pickled Python objects), so fastgan refuses") from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+        # torch's refusal of a bad opcode is a paragraph of advice; its reason line is the one that helps
+        first = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else type(e).__name__)
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({first[:120]}): use an earlier checkpoint of the run"
         ) from None

@@ -81,14 +81,14 @@ def _state_dict(sd: Any, ref: dict[str, torch.Tensor], name: str) -> None:
     missing = [k for k in ref if k not in sd]
     extra = [k for k in sd if k not in ref]
     if missing:
-        raise _Bad(f"{name} lacks {missing[0]} ({len(missing)} missing)")
+        raise _Bad(f"{name} does not match its config: it lacks {missing[0]} ({len(missing)} missing)")
     if extra:
-        raise _Bad(f"{name} has an unexpected entry {str(extra[0])[:40]!r}")
+        raise _Bad(f"{name} does not match its config: it has an unexpected entry {str(extra[0])[:40]!r}")
     for k, want in ref.items():
         t = sd[k]
         _need(isinstance(t, torch.Tensor), f"{name}.{k} is {_kind(t)}, not a tensor")
-        _need(t.shape == want.shape, f"{name}.{k} has shape {tuple(t.shape)}, the config's model needs "
-                                     f"{tuple(want.shape)}")
+        _need(t.shape == want.shape, f"{name} does not match its config: {k} has shape {tuple(t.shape)}, the "
+                                     f"config's model needs {tuple(want.shape)}")
         _need(t.dtype == want.dtype, f"{name}.{k} is {t.dtype}, not {want.dtype}")
         if t.is_floating_point():
             _need(bool(torch.isfinite(t).all()), f"{name}.{k} holds NaN or inf (the run had diverged when this "
@@ -191,6 +191,7 @@ def _check(ckpt: dict[str, Any]) -> None:
     except (ConfigError, RuntimeError, ValueError) as e:
         raise _Bad(f"its config builds no model ({e})") from None
     g_ref, d_ref = G.state_dict(), D.state_dict()
+    _need(models.get("G") is not None, "it is a fastgan file without generator weights (models.G)")
     _state_dict(models.get("G"), g_ref, "models.G")
     _state_dict(models.get("D"), d_ref, "models.D")
     if cfg.optim.ema_decay > 0 or models.get("G_ema") is not None:  # the config says whether there is an EMA

@@ -55,9 +55,9 @@ def _folder(path: Path, limit: int) -> Source:
         except Exception as e:  # noqa: BLE001 - whatever Pillow raises on a damaged file: skipped and counted, like prepare does
             skipped.append((name, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
     if len(files) < 2:
-        why = f", {len(skipped)} skipped (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise FastganError(f"image folder {path} holds {len(files)} readable images{why} "
-                           f"({', '.join(sorted(IMAGE_EXTENSIONS))}); FID needs at least 2")
+        why = f" ({len(skipped)} other entries skipped, first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise FastganError(f"image folder {path} holds {len(files)} images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                           f"{why}; FID needs at least 2")
     info: dict[str, Any] = {}
     if skipped:
         info["skipped"] = len(skipped)
