@@ -127,6 +127,11 @@ def main(out: Path, only: str = "") -> None:
     torch.set_num_threads(1)
     distributed.setup(torch.device("cpu"))
     r = distributed.rank()
+    if only == "compile":  # torch.compile of the DDP modules (DDPOptimizer); the penalty through the eager DDP D
+        state, losses = run_steps({"loss.kind": "wgan-gp", "model.d_norm": "none", "model.conditioning": "none"},
+                                  None, g_eval=True, steps=3, float64=False, options=FastOptions(compile=True))
+        torch.save(snapshot(state, losses), out / f"compile-rank{r}.pt")
+        return
     for name, (ov, noise) in EQUIV.items():
         state, losses = run_steps({**ov, "model.d_norm": "none"}, noise, g_eval=True, float64=True)
         torch.save(snapshot(state, losses), out / f"{name}-rank{r}.pt")
