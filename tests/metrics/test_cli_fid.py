@@ -74,11 +74,15 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, npz_path):
     assert "holds 0 images" in _error(capsys, ["fid", str(empty), good])
     one = _folder(tmp_path / "one", [28])
     assert "holds 1 images" in _error(capsys, ["fid", one, good])
-    err = _error(capsys, ["fid", "digits:test", good, "--weights", str(tmp_path / "missing.pth")])
+    # --save-stats rather than B = good.npz: 2048-d images against 16-d stats is refused before any weights are read
+    err = _error(capsys, ["fid", "digits:test", "--save-stats", str(tmp_path / "s.npz"), "--weights",
+                          str(tmp_path / "missing.pth")])
     assert "missing.pth does not exist" in err
     bad = tmp_path / PTH_NAME
     bad.write_bytes(b"x" * 100)
-    assert "has sha256" in _error(capsys, ["fid", "digits:test", good, "--weights", str(bad)])
+    assert "has sha256" in _error(capsys, ["fid", "digits:test", "--save-stats", str(tmp_path / "s.npz"), "--weights",
+                                           str(bad)])
+    assert "good.npz has d=16 features but the other side has d=2048" in _error(capsys, ["fid", "digits:test", good])
     err = _error(capsys, ["fid", "digits:test", "--isc", "--weights", str(npz_path)])
     assert "no fc layer, so no Inception Score" in err
     assert "is not an image folder" in _error(capsys, ["fid", "nosuch:test", good])
