@@ -289,6 +289,27 @@ def test_output_in_a_chmod_0555_folder_without_help(ckpt, tmp_path, capsys):
         ro.chmod(0o755)
 
 
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A real read-only filesystem (a tmpfs mounted ro), where mounting is allowed (root in a privileged box)."""
+    import subprocess
+
+    mnt = tmp_path / "romnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({r.stderr.decode().strip()[:80]}); the os.access test "
+                    "above covers the check")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("cmd", [*FILE_OUTS, *DIR_OUTS])
+def test_output_on_a_real_read_only_filesystem(ckpt, pics, capsys, read_only_mount, cmd):
+    _skip_export(cmd)
+    user_error(capsys, argv({**FILE_OUTS, **DIR_OUTS}[cmd], ckpt, pics, read_only_mount / "out"), "is read-only")
+
+
 def test_user_caused_os_errors_are_one_line_and_bugs_stay_bugs(ckpt, tmp_path, capsys, monkeypatch):
     import fastgan.images
 
