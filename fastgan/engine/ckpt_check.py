@@ -35,7 +35,11 @@ def _need(cond: bool, why: str) -> None:
 
 
 def _kind(x: Any) -> str:
-    return "a tensor" if isinstance(x, torch.Tensor) else "None" if x is None else f"a {type(x).__name__}"
+    if isinstance(x, torch.Tensor):
+        special = "meta" if x.device.type == "meta" else "quantized" if x.is_quantized else \
+            "sparse" if x.layout != torch.strided else ""
+        return f"a {special} tensor" if special else "a tensor"
+    return "None" if x is None else f"a {type(x).__name__}"
 
 
 def _int(x: Any) -> bool:
@@ -46,9 +50,15 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _tensor(x: Any) -> bool:
+    """A plain tensor with data: not sparse, quantized or on the meta device (those load, then fail anywhere)."""
+    return (isinstance(x, torch.Tensor) and x.layout == torch.strided and not x.is_quantized
+            and x.device.type != "meta")
+
+
 def _scalar(x: Any) -> bool:
     """A number, or a one-element float tensor (capturable Adam keeps lr and step on the device)."""
-    return _number(x) or (isinstance(x, torch.Tensor) and x.numel() == 1 and x.is_floating_point())
+    return _number(x) or (_tensor(x) and x.numel() == 1 and x.is_floating_point())
 
 
 def _config(raw: Any) -> Config:
@@ -86,7 +96,7 @@ def _state_dict(sd: Any, ref: dict[str, torch.Tensor], name: str) -> None:
         raise _Bad(f"{name} does not match its config: it has an unexpected entry {str(extra[0])[:40]!r}")
     for k, want in ref.items():
         t = sd[k]
-        _need(isinstance(t, torch.Tensor), f"{name}.{k} is {_kind(t)}, not a tensor")
+        _need(_tensor(t), f"{name}.{k} is {_kind(t)}, not a plain tensor")
         _need(t.shape == want.shape, f"{name} does not match its config: {k} has shape {tuple(t.shape)}, the "
                                      f"config's model needs {tuple(want.shape)}")
         _need(t.dtype == want.dtype, f"{name}.{k} is {t.dtype}, not {want.dtype}")
@@ -124,7 +134,7 @@ def _optimizer(sd: Any, params: list[torch.Tensor], name: str) -> None:
             if k not in s and k == "max_exp_avg_sq":
                 continue
             t = s.get(k)
-            _need(isinstance(t, torch.Tensor), f"{name}.state[{i}].{k} is {_kind(t)}, not a tensor")
+            _need(_tensor(t), f"{name}.state[{i}].{k} is {_kind(t)}, not a plain tensor")
             _need(t.shape == params[i].shape, f"{name}.state[{i}].{k} has shape {tuple(t.shape)}, its parameter "
                                               f"{tuple(params[i].shape)}")
             _need(t.is_floating_point() and bool(torch.isfinite(t).all()),
@@ -135,20 +145,22 @@ def _rng(r: Any) -> None:
     _need(isinstance(r, dict), f"rng is {_kind(r)}, not a dict")
     t = r.get("torch")
     ref = torch.get_rng_state()
-    _need(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.shape == ref.shape,
+    _need(_tensor(t) and t.dtype == torch.uint8 and t.shape == ref.shape,
           f"rng.torch is not a CPU generator state (uint8 {tuple(ref.shape)})")
     cuda = r.get("cuda")
-    _need(isinstance(cuda, list) and all(isinstance(c, torch.Tensor) and c.dtype == torch.uint8 for c in cuda),
+    cuda_ref = torch.cuda.get_rng_state().shape if torch.cuda.is_available() else None
+    _need(isinstance(cuda, list) and all(_tensor(c) and c.dtype == torch.uint8 and c.dim() == 1
+                                         and (cuda_ref is None or c.shape == cuda_ref) for c in cuda),
           "rng.cuda is not a list of generator states")
     n = r.get("numpy")
     _need(isinstance(n, dict), f"rng.numpy is {_kind(n)}, not a dict")
     keys = n.get("keys")
-    _need(isinstance(keys, torch.Tensor) and keys.shape == (624,) and not keys.is_floating_point(),
+    _need(_tensor(keys) and keys.shape == (624,) and not keys.is_floating_point(),
           "rng.numpy.keys is not 624 integers")
     _need(_int(n.get("pos")) and 0 <= n["pos"] <= 624 and _int(n.get("has_gauss")) and _number(n.get("cached")),
           "rng.numpy is not a numpy generator state")
     py = r.get("python")
-    _need(isinstance(py, (list, tuple)) and len(py) == 3 and _int(py[0]) and isinstance(py[1], (list, tuple))
+    _need(isinstance(py, (list, tuple)) and len(py) == 3 and py[0] == 3 and isinstance(py[1], (list, tuple))
           and len(py[1]) == 625 and all(_int(v) and 0 <= v < 2**32 for v in py[1]) and py[1][-1] <= 624
           and (py[2] is None or _number(py[2])), "rng.python is not a Python random state")
 
@@ -179,7 +191,7 @@ def _check(ckpt: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED if k not in ckpt]
     _need(not missing, f"it has no {' and no '.join(missing)}")
     cfg = _config(ckpt["config"])
-    _need(_int(ckpt["step"]) and ckpt["step"] >= 0, f"step is {ckpt['step']!r:.30}, not a step count")
+    _need(_int(ckpt["step"]) and 0 <= ckpt["step"] < 2**63, f"step is {ckpt['step']!r:.30}, not a step count")
     _rng(ckpt["rng"])
     _optional(ckpt)
     models, optim = ckpt["models"], ckpt["optim"]
