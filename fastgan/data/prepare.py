@@ -244,22 +244,37 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     return m if isinstance(m, dict) and m.get("format") == FORMAT else None
 
 
+_MANIFEST = {"count": int, "channels": int, "resolution": int, "labels": bool, "num_classes": int, "class_names": list,
+             "source": str, "skipped_index": list}  # what open_prepared reads, and its type
+
+
 def open_prepared(folder: Path, origin: ItemSource | None = None) -> ImageDataset:
     """A prepared folder as an ImageDataset whose images are memory-mapped (pages load on first touch)."""
     m = read_manifest(folder)
     if m is None:
         raise DataError(f"{folder} is not a prepared dataset (no complete manifest.json): run `fastgan data prepare "
                         f"SOURCE --resolution R --out {folder}`")
+    bad = next((k for k, kind in _MANIFEST.items()
+                if not isinstance(m.get(k), kind) or (kind is int and isinstance(m.get(k), bool))), None)
+    if bad:
+        raise DataError(f"{folder}/manifest.json is damaged (its '{bad}' is {m.get(bad)!r:.30}): run `fastgan data "
+                        f"prepare` again into {folder}")
     shape = (m["count"], m["channels"], m["resolution"], m["resolution"])
     check_images(folder, m)
     try:
         x = np.load(folder / "images.npy", mmap_mode="c")  # copy-on-write: writable for torch, never written back
         y = np.load(folder / "labels.npy") if m["labels"] else None
+        if y is not None and m.get("labels_sha256") and _data_sha256(folder / "labels.npy") != m["labels_sha256"]:
+            raise ValueError("labels.npy changed since it was prepared")  # small: hashed in full on every load
     except (OSError, ValueError) as e:
         raise DataError(f"{folder} is damaged ({e}): run `fastgan data prepare` again") from None
     if x.shape != shape or x.dtype != np.uint8 or (y is not None and y.shape != (m["count"],)):
         raise DataError(f"{folder}/images.npy holds {x.dtype} {x.shape}, the manifest says uint8 {shape}: the folder "
                         "is damaged, run `fastgan data prepare` again")
+    if y is not None and len(y) and m["num_classes"] and not (y.dtype.kind in "iu" and 0 <= y.min()
+                                                               and y.max() < m["num_classes"]):
+        raise DataError(f"{folder}/labels.npy holds labels outside 0..{m['num_classes'] - 1} (or not integers): the "
+                        "folder is damaged, run `fastgan data prepare` again")
     if origin is not None and m["skipped_index"]:
         origin = origin.subset(np.setdiff1d(np.arange(len(origin.items)), m["skipped_index"]))
     return ImageDataset(torch.from_numpy(x), None if y is None else torch.from_numpy(y.astype(np.int64)),

@@ -275,3 +275,37 @@ def test_old_manifest_without_the_sampled_hash_is_accepted_by_size(prepared):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DataError, match="its header and manifest say"):
         open_prepared(prepared)
+
+
+def test_edited_labels_or_a_damaged_manifest_are_refused(tmp_path, capsys):
+    root = tmp_path / "pics"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            (root / c / f"{i}.png").write_bytes(png_bytes(Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8))))
+    assert main(["data", "prepare", str(root), "--class-folders", "--resolution", "16", "--out", str(tmp_path / "p"),
+                 "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    p = tmp_path / "p"
+    assert open_prepared(p).labels.tolist() == [0, 0, 0, 1, 1, 1]
+    good_labels, good_manifest = (p / "labels.npy").read_bytes(), (p / "manifest.json").read_text()
+    np.save(p / "labels.npy", np.array([0, 0, 0, 1, 1, 7]))  # a label no class has
+    with pytest.raises(DataError, match="labels.npy changed since it was prepared"):
+        open_prepared(p)
+    user_error(capsys, ["data", "verify", p], "labels.npy has sha256")
+    (p / "labels.npy").write_bytes(good_labels)
+    m = json.loads(good_manifest)
+    del m["labels_sha256"]  # an older manifest: no hash, but the range is still checked
+    (p / "manifest.json").write_text(json.dumps(m))
+    np.save(p / "labels.npy", np.array([0, 0, 0, 1, 1, 7]))
+    with pytest.raises(DataError, match="labels outside 0..1"):
+        open_prepared(p)
+    (p / "labels.npy").write_bytes(good_labels)
+    for key, value in (("count", "6"), ("class_names", None), ("source", 3)):
+        m = json.loads(good_manifest)
+        m[key] = value
+        (p / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(DataError, match=f"manifest.json is damaged \\(its '{key}'"):
+            open_prepared(p)
+    (p / "manifest.json").write_text(good_manifest)
+    assert len(open_prepared(p)) == 6
