@@ -63,3 +63,6 @@ class Shard:
     def rand(self, n: int, device: torch.device) -> torch.Tensor:
         """``torch.rand(n)`` for this rank's ``n`` samples out of the global batch's draw."""
         return self.take(torch.rand(n * self.world, device=device))
+
+
+WHOLE = Shard()  # one process: everything, untouched

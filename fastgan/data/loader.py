@@ -15,10 +15,17 @@ import numpy as np
 import torch
 
 from fastgan.config import DataConfig
-from fastgan.data.augment import Draw, augment, check_pad, draw, resize_uint8, to_unit_range
+from fastgan.data.augment import (
+    Draw,
+    augment,
+    check_pad,
+    draw,
+    resize_uint8,
+    to_unit_range,
+)
 from fastgan.data.base import ImageDataset
 from fastgan.errors import DataError
-from fastgan.shard import Shard
+from fastgan.shard import WHOLE, Shard
 
 __all__ = ["Draw", "augment", "draw", "resize_uint8", "to_unit_range", "DeviceLoader", "StreamLoader",
            "choose_loader", "make_loader"]
@@ -35,7 +42,7 @@ class DeviceLoader:
     kind = "device"
 
     def __init__(self, dataset: ImageDataset, resolution: int, device: torch.device, hflip: bool = False,
-                 crop_pad: int = 0, shard: Shard = Shard()) -> None:
+                 crop_pad: int = 0, shard: Shard = WHOLE) -> None:
         check_pad(crop_pad, resolution)
         self.device, self.shard = device, shard
         self.images = resize_uint8(dataset.images.to(device), resolution).contiguous()
@@ -70,7 +77,7 @@ class _Draws(torch.utils.data.Sampler):
     """Endless Draws from torch's default CPU generator, taken in the training process when the DataLoader asks
     (the global batch's, sliced to this process's shard: only its rows are read)."""
 
-    def __init__(self, n: int, batch_size: int, hflip: bool, pad: int, shard: Shard = Shard()) -> None:
+    def __init__(self, n: int, batch_size: int, hflip: bool, pad: int, shard: Shard = WHOLE) -> None:
         self.args = (n, batch_size, hflip, pad, torch.device("cpu"))
         self.shard = shard
 
@@ -90,7 +97,7 @@ class StreamLoader:
     kind = "stream"
 
     def __init__(self, dataset: ImageDataset, resolution: int, device: torch.device, hflip: bool = False,
-                 crop_pad: int = 0, workers: int = 2, shard: Shard = Shard()) -> None:
+                 crop_pad: int = 0, workers: int = 2, shard: Shard = WHOLE) -> None:
         check_pad(crop_pad, resolution)
         self.device, self.hflip, self.pad, self.workers, self.shard = device, hflip, crop_pad, workers, shard
         self.images = resize_uint8(dataset.images.cpu(), resolution).numpy()  # a memory map stays one
@@ -147,7 +154,7 @@ def choose_loader(dataset: ImageDataset, resolution: int, device: torch.device, 
 
 
 def make_loader(dataset: ImageDataset, cfg: DataConfig, resolution: int, device: torch.device,
-                shard: Shard = Shard()):
+                shard: Shard = WHOLE):
     """``shard``: this process's slice of each global batch (``fastgan.engine.distributed``)."""
     kind = choose_loader(dataset, resolution, device, cfg.device_fraction) if cfg.loader == "auto" else cfg.loader
     if kind == "device":

@@ -74,7 +74,7 @@ def shard() -> Shard:
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def timeout_s() -> float:
@@ -352,6 +352,7 @@ def launch(cfg, nproc: int, resume: str | None = None, quiet: bool = False) -> i
         raise ConfigError("--nproc-per-node starts torchrun, but this process already runs under torchrun: drop it")
     if nproc < 1:
         raise ConfigError(f"--nproc-per-node must be at least 1, got {nproc}")
+    Shard(0, nproc).local(cfg.train.batch_size)  # one line here rather than one per rank and torchrun's report
     with tempfile.TemporaryDirectory(prefix="fastgan-launch-") as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(cfg.to_json() + "\n")  # the resolved config: every rank trains exactly this

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch

@@ -20,7 +20,7 @@ from fastgan.config import Config
 from fastgan.data.diffaugment import diff_augment
 from fastgan.engine.state import TrainState
 from fastgan.losses import LOSSES, acgan_aux_loss, gradient_penalty, interpolate
-from fastgan.shard import Shard
+from fastgan.shard import WHOLE, Shard
 
 Tensor = torch.Tensor
 
@@ -41,7 +41,7 @@ class StepSpec:
     aux_weight: float
     batch_size: int
     kernels: str = "torch"  # model.kernels: gradient-penalty kernels, torch | triton | auto
-    shard: Shard = Shard()  # this process's slice of every global draw (batch_size is the global batch)
+    shard: Shard = WHOLE  # this process's slice of every global draw (batch_size is the global batch)
     diffaugment: str = ""  # data.diffaugment: the policy applied to every image D sees (fastgan/data/diffaugment.py)
 
     @classmethod

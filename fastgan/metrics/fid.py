@@ -122,7 +122,7 @@ class StatsAccumulator:
         flat = flat.to(here)
         kept: list = [None] * world
         dist.all_gather_object(kept, None if self._kept is None else [k.cpu() for k in self._kept])
-        self.n = int(round(float(flat[0])))
+        self.n = round(float(flat[0]))
         self._shift = shift.to(here)
         self._sum, self._outer = flat[1 : d + 1].clone(), flat[d + 1 :].reshape(d, d).clone()
         self._kept = None if any(k is None for k in kept) or self.n > d else [t for k in kept for t in k]

@@ -30,7 +30,7 @@ STEPS = 5
 
 
 def run_steps(overrides: dict[str, str], noise: float | None, g_eval: bool, steps: int = STEPS,
-              float64: bool = False, options: FastOptions = FastOptions()):
+              float64: bool = False, options: FastOptions | None = None):
     """``float64``: models, latents and batches in float64, so that the different summation order of 2 x 8
     against 16 (float32 rounding, 1e-7 relative) cannot be blown up by Adam's normalised first steps on
     near-cancelling gradients (seen: 6e-5 in float32, one sign flip of a G weight whose gradient is ~1e-9)."""
@@ -40,10 +40,14 @@ def run_steps(overrides: dict[str, str], noise: float | None, g_eval: bool, step
     if float64:
         torch.set_default_dtype(torch.float64)
     try:
-        run = assemble(cfg, load_dataset(cfg.data), device, options=options)
+        run = assemble(cfg, load_dataset(cfg.data), device, options=options or FastOptions())
         if float64:  # the loaders make float32 pixels: widen them on their way into the step
             batch = run.loader.batch
-            run.loader.batch = lambda n: (lambda x, y: (x.double(), y))(*batch(n))
+
+            def wide(n: int):
+                x, y = batch(n)
+                return x.double(), y
+            run.loader.batch = wide
         if g_eval:
             run.state.G.eval()
         return _steps(run, cfg, noise, steps)
