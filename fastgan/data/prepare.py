@@ -30,6 +30,7 @@ from fastgan.errors import DataError
 FORMAT = "fastgan-prepared/1"
 CHUNK = 64  # images per worker task: large enough to amortise the pipe, small enough for a smooth progress bar
 SHOWN_SKIPS = 20  # skipped images named in the manifest (all are counted)
+OWN_FILES = {f"{n}{part}" for n in ("images.npy", "labels.npy", "manifest.json") for part in ("", ".part")}
 SAMPLE_CHUNKS, SAMPLE_BYTES = 16, 1 << 16  # the load-time check reads at most 1 MiB, whatever the size
 
 
@@ -137,6 +138,13 @@ def _workers(n: int) -> int:
 def _write(out: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], shape: tuple[int, int, int],
            labelled: bool, meta: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Stream ``chunks`` into ``out``; ``meta()`` is asked once they are consumed (it may count skips)."""
+    if out.is_dir():  # a prepared folder is replaced; any other folder is someone's files, never overwritten
+        names = {p.name for p in out.iterdir()}
+        ours = OWN_FILES if names & {"manifest.json", "images.npy"} else set()  # a lone labels.npy is not ours
+        other = sorted(names - ours)
+        if other:
+            raise DataError(f"--out {out} already holds files that are not a prepared dataset (first: {other[0]}): "
+                            "choose a new or empty folder (prepare writes images.npy, labels.npy and manifest.json)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # from here on the folder is incomplete
     imgs = _NpyWriter(out / "images.npy.part", shape, np.uint8)

@@ -309,3 +309,22 @@ def test_edited_labels_or_a_damaged_manifest_are_refused(tmp_path, capsys):
             open_prepared(p)
     (p / "manifest.json").write_text(good_manifest)
     assert len(open_prepared(p)) == 6
+
+
+def test_prepare_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
+    root = tmp_path / "pics"
+    root.mkdir()
+    for i in range(2):
+        (root / f"{i}.png").write_bytes(png_bytes(Image.fromarray(np.full((16, 16, 3), 9 * i, np.uint8))))
+    (root / "labels.npy").write_bytes(b"the user's own file")
+    for out in (root, tmp_path / "mine"):  # the source folder itself, and a folder of someone's files
+        out.mkdir(exist_ok=True)
+        (out / "labels.npy").write_bytes(b"the user's own file")
+        user_error(capsys, ["data", "prepare", root, "--resolution", 16, "--out", out, "--quiet"],
+                   "already holds files that are not a prepared dataset", "choose a new or empty folder")
+        assert (out / "labels.npy").read_bytes() == b"the user's own file"
+        assert not (out / "manifest.json").exists() and not (out / "images.npy").exists()
+    p = tmp_path / "p"
+    for _ in range(2):  # preparing again into a prepared folder replaces it
+        assert main(["data", "prepare", str(root), "--resolution", "16", "--out", str(p), "--quiet"]) == 0
+    assert sorted(x.name for x in p.iterdir()) == ["images.npy", "manifest.json"]
