@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -33,6 +35,15 @@ if not torch.cuda.is_available():
     _import_triton_interpreted()
 
 
+def pytest_collection_modifyitems(items):
+    """`pytest -m gpu` (bench/gpu_proof.py) selects every test that needs or exercises a CUDA device: those
+    marked gpu, those skipped without one (the skip reason names CUDA or a GPU) and the Triton kernel tests."""
+    for item in items:
+        reasons = " ".join(str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
+        if "CUDA" in reasons or "GPU" in reasons or item.nodeid.startswith("tests/kernels/"):
+            item.add_marker(pytest.mark.gpu)
+
+
 def shared_data_dir() -> Path:
     return Path(os.environ.get("FASTGAN_DATA") or REPO.parent / "shared" / "data")
 
@@ -51,16 +62,17 @@ TINY = {"model.g_width": "8", "model.d_width": "8", "model.z_dim": "16", "train.
         "train.grid_size": "20"}
 
 
-@pytest.fixture
-def tiny() -> dict[str, str]:
-    """The tiny model as ``--set`` overrides (a fresh dict: add to it freely)."""
-    return dict(TINY)
+@pytest.fixture(scope="session")
+def tiny() -> Mapping[str, str]:
+    """The tiny model as ``--set`` overrides, read-only (``{**tiny, ...}`` to extend it); session-scoped so
+    session fixtures that train a run can use it too."""
+    return MappingProxyType(TINY)
 
 
-@pytest.fixture
-def tiny_argv() -> list[str]:
+@pytest.fixture(scope="session")
+def tiny_argv() -> tuple[str, ...]:
     """The tiny model as ``fastgan train`` arguments."""
-    return [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    return tuple(a for k, v in TINY.items() for a in ("--set", f"{k}={v}"))
 
 
 def flat_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:

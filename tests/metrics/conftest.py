@@ -8,8 +8,9 @@ from fastgan.config import DataConfig, load_config
 from fastgan.engine.loop import train
 from fastgan.metrics.classifier import ClassifierConfig, save_classifier, train_classifier
 
-TINY = {"model.g_width": "8", "model.d_width": "8", "model.z_dim": "16", "train.batch_size": "16",
-        "train.log_every": "2", "train.sample_every": "100", "train.ckpt_every": "100", "train.grid_size": "10"}
+from ..conftest import TINY as MODEL
+
+TINY = {**MODEL, "train.log_every": "2", "train.sample_every": "100", "train.ckpt_every": "100", "train.grid_size": "10"}
 
 
 @pytest.fixture(autouse=True)
