@@ -112,9 +112,13 @@ def weight_diff():
 
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
-    """Each test runs in its own folder, so default run folders never collide."""
+    """Each test runs in its own folder, so default run folders never collide, from the same seed, and sees
+    every fast path's fallback warning afresh (warn-once state would otherwise depend on the test order)."""
+    from fastgan import fallback
+
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
+    fallback.reset()
 
 
 
