@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from fastgan.config import Config, comma_list, LOGGERS
+from fastgan.config import LOGGERS, Config, comma_list
 from fastgan.errors import ConfigError
 from fastgan.images import make_grid, to_uint8
 

@@ -13,7 +13,6 @@ from fastgan.config import load_config_file
 from fastgan.errors import ConfigError
 
 
-
 def dry_run(capsys, *argv) -> dict:
     rc = main(["train", *map(str, argv), "--dry-run"])
     out, err = capsys.readouterr()

@@ -147,3 +147,10 @@ def test_freeze_d_beyond_the_blocks_is_one_line(capsys):
     rc = main(["train", "--set", "train.freeze_d=4", "--steps", "1", "--quiet", *TINY[:6]])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 2 and len(err) == 1 and "train.freeze_d: 4 (this D has 3 blocks" in err[0], err
+
+
+def test_missing_source_is_one_line(tmp_path, capsys):
+    rc = main(["train", "--init-from", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x"), "--dry-run"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and "nope.pt does not exist" in err[0], err
+    assert not (tmp_path / "x").exists()

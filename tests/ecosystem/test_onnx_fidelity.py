@@ -14,14 +14,14 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'fastgan[onnx]')")
 pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'fastgan[onnx]')")
 
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
+import onnxruntime as ort
+import torch
 
-from fastgan.cli import main  # noqa: E402
-from fastgan.config import load_config  # noqa: E402
-from fastgan.engine.checkpoint import make_payload, save_atomic  # noqa: E402
-from fastgan.engine.state import build_state  # noqa: E402
-from fastgan.export import OnnxGenerator  # noqa: E402
+from fastgan.cli import main
+from fastgan.config import load_config
+from fastgan.engine.checkpoint import make_payload, save_atomic
+from fastgan.engine.state import build_state
+from fastgan.export import OnnxGenerator
 
 SHAPE = {"model.g_width": "8", "model.d_width": "8", "model.z_dim": "16"}
 

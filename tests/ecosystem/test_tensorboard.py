@@ -19,9 +19,9 @@ from fastgan.cli import main
 from fastgan.config import load_config
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install 'fastgan[tensorboard]')")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fastgan.engine.loggers import TensorBoardLogger  # noqa: E402
+from fastgan.engine.loggers import TensorBoardLogger
 
 TINY = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.z_dim=16", "--batch-size", "16",
         "--set", "train.grid_size=20", "--set", "train.log_every=2", "--set", "train.sample_every=2",
