@@ -166,6 +166,7 @@ GOLDEN_FID = 193.534503  # from `fastgan fid mnist:test fashion-mnist:test --sam
 # A cheaper pin if the suite budget tightens: --samples 100 gives 234.225338.
 
 
+@pytest.mark.slow  # 2000 Inception forwards: minutes on a CPU (the quick lane checks the network against float64)
 def test_golden_fid_mnist_vs_fashion(net, data_dir):
     """FID(first 1000 MNIST test, first 1000 Fashion-MNIST test): uint8 -> [-1, 1] -> 299 bilinear -> pool3
     -> float64 statistics -> low-rank trace-sqrt (n < d). Computed once through the CLI and pinned; here
