@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from fastgan.engine.checkpoint import load_generator
@@ -12,6 +13,7 @@ from fastgan.engine.loop import train
 from fastgan.models import build_generator
 
 
+@pytest.mark.slow  # 300 training steps of the default preset
 def test_default_preset_generates_the_requested_digits(tmp_path, digit_accuracy):
     # The full default (1500 steps) scores about 0.97; 300 steps is enough to clear the 0.8 bar.
     cfg = load_config(None, {"train.steps": "300", "optim.ema_start": "100", "train.out": str(tmp_path / "run")})
