@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fastgan.engine.checkpoint import load_generator
 from fastgan.config import load_config
+from fastgan.engine.checkpoint import load_generator
 from fastgan.engine.loop import train
 from fastgan.models import build_generator
 
