@@ -301,3 +301,16 @@ def test_train_help_shows_each_flags_key_and_default():
         action = next(a for a in p._actions if a.dest == attr)
         assert f"({key}; default " in action.help, (attr, action.help)
     assert "(train.steps; default the preset's, else 5000)" in _action(p, "--steps").help
+
+
+def test_shared_weight_helpers_see_a_one_ulp_change(weight_diff):
+    """The conftest helpers the resume and graph tests rely on: nested checkpoints flattened, one ulp found."""
+    m = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    a = {"models": {"G": m.state_dict()}, "rng": [torch.tensor([1, 2], dtype=torch.uint8)], "step": 3}
+    b = {"models": {"G": {k: v.clone() for k, v in m.state_dict().items()}}, "rng": [a["rng"][0].clone()], "step": 3}
+    assert set(weight_diff.flat(a)) == {f"models.G.{k}" for k in m.state_dict()} | {"rng.0"}
+    assert weight_diff.mismatched(a, b) == [] and weight_diff.max_rel_diff(weight_diff.flat(a), weight_diff.flat(b)) == 0
+    w = b["models"]["G"]["0.weight"]
+    w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(2.0))
+    assert weight_diff.mismatched(a, b) == ["models.G.0.weight"]
+    assert 0 < weight_diff.max_rel_diff(weight_diff.flat(b), weight_diff.flat(a)) < 1e-6
