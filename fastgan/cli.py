@@ -10,7 +10,7 @@ import sys
 
 from fastgan import __version__, threads
 from fastgan.errors import FastganError
-from fastgan.outputs import user_os_error
+from fastgan.outputs import user_system_error
 
 # Order is the order of `fastgan --help`.
 SUBCOMMANDS = ("train", "sample", "presets", "export", "data", "fid", "classifier", "bench", "analyze", "report")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not a user error: one line unless asked for the traceback
-        if line := user_os_error(e):  # permissions, a full disk, a missing or misplaced path: the user's to fix
+        if line := user_system_error(e):  # permissions, a full disk, a missing path, memory: the user's to fix
             print(f"fastgan: error: {line}", file=sys.stderr)
             return 2
         if os.environ.get("FASTGAN_DEBUG"):

@@ -56,9 +56,14 @@ _USER_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "not permitted",
                 errno.EROFS: "read-only filesystem", errno.ENAMETOOLONG: "file name too long"}
 
 
-def user_os_error(e: BaseException) -> str | None:
-    """One line for an OSError the user can fix (permissions, a full disk, a missing or misplaced path), naming
-    the file; None for anything else (a bug, reported as one)."""
+def user_system_error(e: BaseException) -> str | None:
+    """One line for a system error the user can fix (permissions, a full disk, a missing or misplaced path, naming
+    the file; memory); None for anything else (a bug, reported as one)."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+            "out of memory" in text.lower() or "can't allocate memory" in text)):  # torch's CPU and CUDA wording
+        return (f"out of memory ({type(e).__name__}: {text[:100]}): ask for less at once (fewer images with -n or "
+                "--samples, a smaller --batch-size or model) or free memory")
     if not isinstance(e, OSError) or e.errno not in _USER_ERRNOS:
         return None
     name = e.filename if e.filename is not None else "a file"

@@ -319,6 +319,13 @@ def test_user_caused_os_errors_are_one_line_and_bugs_stay_bugs(ckpt, tmp_path, c
     user_error(capsys, ["sample", ckpt, "-n", 10, "--out", tmp_path / "s.png"], "s.png: no space left on the device",
                "free some space")
 
+    for exc in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:118] . DefaultCPUAllocator: can't "
+                                           "allocate memory: you tried to allocate 192000000000 bytes")):
+        def oom(*a, exc=exc, **k):
+            raise exc
+        monkeypatch.setattr(fastgan.images, "save_png", oom)
+        user_error(capsys, ["sample", ckpt, "-n", 10, "--out", tmp_path / "s.png"], "out of memory", "fewer images")
+
     def bug(*a, **k):
         raise ZeroDivisionError("a real bug")
     monkeypatch.setattr(fastgan.images, "save_png", bug)
