@@ -333,6 +333,13 @@ def test_user_caused_os_errors_are_one_line_and_bugs_stay_bugs(ckpt, tmp_path, c
     assert "internal error: ZeroDivisionError" in capsys.readouterr().err
 
 
+def test_sample_count_beyond_memory_is_refused_before_allocating(ckpt, tmp_path, capsys):
+    """Past free memory Linux kills the process with no message (tried: -n 3e9 was SIGKILLed): refuse up front."""
+    user_error(capsys, ["sample", ckpt, "-n", 3_000_000_000, "--out", tmp_path / "s.npz"], "-n 3000000000 needs about",
+               "GiB are free")
+    assert not (tmp_path / "s.npz").exists()
+
+
 # -- options -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cmd", ["train", "sample", "fid"])

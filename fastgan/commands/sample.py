@@ -90,6 +90,17 @@ def grid_count(args: argparse.Namespace, num_classes: int) -> int:
     return n
 
 
+def check_memory(n: int, m, device) -> None:
+    """Refuse an -n whose images cannot fit: past free memory the kernel kills the process without a word."""
+    from fastgan.data.loader import _free_bytes
+
+    need = n * (m.z_dim * 4 + m.channels * m.resolution**2 * 13)  # float32 latents; float32 images, uint8 copy, grid
+    free = _free_bytes(device)
+    if free is not None and need > free:
+        raise ConfigError(f"-n {n} needs about {need / 2**30:.1f} GiB for its images but {free / 2**30:.1f} GiB are "
+                          "free: ask for fewer (several runs with different --seed give more)")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise ConfigError(f"-n must be at least 1, got {args.num}")
@@ -115,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         G, cfg, _ = load_generator(args.checkpoint, device, not args.no_ema)
         k = cfg.model.label_classes
         n = grid_count(args, k)
+        check_memory(n, cfg.model, device)
         y = parse_labels(args.labels, n, k)
         gen = torch.Generator().manual_seed(args.seed)
         z = torch.randn(n, cfg.model.z_dim, generator=gen)
