@@ -133,6 +133,27 @@ def test_only_the_cli_imports_fastgan_commands():
     assert upward_imports(g) == []
 
 
+# Third-party packages of the optional extras: a module that needs one is skipped where it is missing.
+OPTIONAL = {"onnx", "onnxruntime", "onnxscript", "triton", "nvidia", "lmdb", "tensorboard"}
+
+
+def test_every_module_imports():
+    """Each module loads on its own (the quick lane then exercises them through the other tests)."""
+    import importlib
+
+    missing = []
+    for name, path in modules().items():
+        if path.suffix == ".pyi" or name == "fastgan.__main__":
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            if (e.name or "").split(".")[0] not in OPTIONAL:
+                raise
+            missing.append(f"{name} ({e.name})")
+    assert len(missing) <= 3, missing  # at most the ONNX, DALI and LMDB modules, where those extras are absent
+
+
 def test_importing_the_library_loads_no_command_module():
     code = ("import sys, fastgan.export, fastgan.metrics, fastgan.engine, fastgan.data; "
             "print([m for m in sys.modules if m.startswith('fastgan.commands')])")
