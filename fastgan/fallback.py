@@ -1,8 +1,9 @@
 """The one fallback mechanism: a fast path that cannot run says so once, and the reference runs.
 
-Every fast path (``compile``, ``cuda_graph``, the Triton kernels, the native FID trace-sqrt, the DALI
-loader, ...) reports a fallback through ``warn_once(path, reason)``, which emits a ``FallbackWarning``
-naming the path. Turn them into errors with ``warnings.simplefilter("error", fastgan.FallbackWarning)``
+Every fast path (``compile``, ``cuda_graph``, the Triton kernels, the native FID trace-sqrt) reports a
+fallback through ``warn_once(path, reason)``, which emits a ``FallbackWarning`` naming the path. (A loader
+named in the config that cannot run, such as ``dali`` without NVIDIA DALI, is a user error instead: it
+changes what the run reads, not only how fast; ``auto`` never picks it.) Turn them into errors with ``warnings.simplefilter("error", fastgan.FallbackWarning)``
 or pytest's ``-W error::fastgan.fallback.FallbackWarning``.
 """
 
