@@ -338,6 +338,9 @@ def test_sample_count_beyond_memory_is_refused_before_allocating(ckpt, tmp_path,
     user_error(capsys, ["sample", ckpt, "-n", 3_000_000_000, "--out", tmp_path / "s.npz"], "-n 3000000000 needs about",
                "GiB are free")
     assert not (tmp_path / "s.npz").exists()
+    user_error(capsys, ["fid", ckpt, "--samples", 30_000_000_000, "--save-stats", tmp_path / "s.npz", "--no-download"],
+               "--samples 30000000000 needs", "GiB are free")
+    assert not (tmp_path / "s.npz").exists()
 
 
 # -- options -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 from fastgan.config import DataConfig
 from fastgan.data import SOURCES, load_dataset
 from fastgan.data.items import list_images, read_regular, to_rgb
+from fastgan.data.loader import _free_bytes
 from fastgan.engine.checkpoint import load_generator
 from fastgan.errors import FastganError
 from fastgan.images import quantize
@@ -98,6 +99,10 @@ def _dataset(spec: str, limit: int) -> Source:
 def _checkpoint(path: Path, n: int, seed: int, device: torch.device) -> Source:
     G, cfg, ckpt = load_generator(path, device)
     k = cfg.model.label_classes
+    need, free = n * (cfg.model.z_dim * 4 + 8), _free_bytes(torch.device("cpu"))  # the latents are drawn at once
+    if free is not None and need > free:  # past free memory the kernel kills the process without a word
+        raise FastganError(f"--samples {n} needs {need / 2**30:.1f} GiB of latents but {free / 2**30:.1f} GiB are "
+                           "free: ask for fewer samples")
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, cfg.model.z_dim, generator=gen)
     y = torch.arange(n) % k if k else None
