@@ -434,6 +434,14 @@ def validate(cfg: Config) -> None:
                    ("train.grid_size", t.grid_size), ("model.embed_dim", m.embed_dim)):
         if v < 1:
             raise ConfigError(f"bad value for {key}: {v} (must be at least 1)")
+    # Far beyond any real GAN, and past them the run ends in an allocation error or a silent kill by the kernel.
+    for key, v, most in (("model.z_dim", m.z_dim, 65536), ("model.g_width", m.g_width, 8192),
+                         ("model.d_width", m.d_width, 8192), ("model.embed_dim", m.embed_dim, 65536),
+                         ("model.resolution", m.resolution, 1024), ("train.batch_size", t.batch_size, 65536),
+                         ("train.grid_size", t.grid_size, 10000), ("optim.n_critic", o.n_critic, 1000),
+                         ("eval.samples", cfg.eval.samples, 10**7), ("train.steps", t.steps, MAX_SEED)):
+        if v > most:
+            raise ConfigError(f"bad value for {key}: {v} (at most {most})")
     if not 0.0 <= m.d_dropout < 1.0:
         raise ConfigError(f"bad value for model.d_dropout: {m.d_dropout} (must be in [0, 1))")
     if not 0.0 <= lo.label_smoothing < 0.5:

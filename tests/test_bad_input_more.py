@@ -365,6 +365,16 @@ def test_negative_eval_settings(capsys, key):
     assert not Path("runs").exists()
 
 
+@pytest.mark.parametrize("key,value,most", [("model.z_dim", 2**40, 65536), ("model.g_width", 10**6, 8192),
+                                            ("train.batch_size", 10**9, 65536), ("train.steps", 2**70, 2**63 - 1),
+                                            ("eval.samples", 10**12, 10**7)])
+def test_absurdly_large_settings(capsys, key, value, most):
+    """Past these the run dies in an allocation error or is killed by the kernel without a word."""
+    user_error(capsys, ["train", "--dry-run", "--set", f"{key}={value}"], f"bad value for {key}: {value}",
+               f"at most {most}")
+    assert not Path("runs").exists()
+
+
 def test_batch_larger_than_the_dataset_warns_in_one_line(pics, tmp_path, capsys):
     rc = main(["train", "--steps", "1", "--out", str(tmp_path / "r"), "--set", "data.dataset=folder", "--set",
                f"data.root={pics}", "--set", "model.conditioning=none", *TINY])
