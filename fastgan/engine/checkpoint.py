@@ -97,14 +97,15 @@ def config_of(ckpt: dict[str, Any]) -> Config:
     return Config.from_dict(ckpt["config"])
 
 
-def config_differences(a: Config, b: Config) -> list[str]:
-    """Keys whose values differ between two configs, ignoring bookkeeping keys."""
+def config_differences(a: Config, b: Config, resumable: bool = False) -> list[str]:
+    """Keys whose values differ between two configs (``b`` -> ``a``): those a resume may not change, or with
+    ``resumable`` those it may (what a resumed run then does differently)."""
     da, db = a.to_dict(), b.to_dict()
     diffs = []
     for sec in ("model", "data", "loss", "optim", "train", "eval"):
         for k in da[sec]:
             key = f"{sec}.{k}"
-            if key not in RESUMABLE_CHANGES and da[sec][k] != db.get(sec, {}).get(k):
+            if (key in RESUMABLE_CHANGES) == resumable and da[sec][k] != db.get(sec, {}).get(k):
                 diffs.append(f"{key}: {db.get(sec, {}).get(k)!r} -> {da[sec][k]!r}")
     return diffs
 

@@ -92,6 +92,8 @@ class Trainer:
             print(f"fastgan: {run.options_line}", file=sys.stderr)
         self.options_line = run.options_line
         self.resume_from, self.start_step = resume_from, self.state.step
+        self.changed = [d for d in ckpt_mod.config_differences(cfg, ckpt_mod.config_of(ckpt), resumable=True)
+                        if not d.startswith("train.out:")] if ckpt is not None else []
         self.last_good: Path | None = resume_from
         self.logger = make_logger(cfg, run_dir, self.state.step)  # extra sinks: train.loggers / --tensorboard
         # checkpoints known to load (written by this run, or resumed from); others are checked before pruning
@@ -235,7 +237,7 @@ class Trainer:
                 f"device: {device_name(self.device)}",
                 f"data: {d['name']}, {d['count']:,} images{classes}",
                 f"model: G {n(self.state.G)} parameters, D {n(self.state.D)} parameters",
-                self.options_line]
+                self.options_line] + ([f"changed on resume: {'; '.join(self.changed)}"] if self.changed else [])
 
     def _nothing_to_train(self) -> RunResult:
         print(f"fastgan: run {self.run_dir} is already at step {self.state.step} and train.steps is "

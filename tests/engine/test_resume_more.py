@@ -165,6 +165,7 @@ def test_divergence_advice_works_when_followed_literally(capsys, tmp_path, monke
     monkeypatch.undo()  # the cause is gone; now do exactly what the message said
     rc, stdout, err = cli(capsys, *argv[1:])
     assert rc == 0, err
+    assert "fastgan: changed on resume: optim.g_lr: 0.0002 -> 0.0001; optim.d_lr: 0.0002 -> 0.0001\n" in err
     result = json.loads(stdout)
     assert result["step"] == 10
     ckpt = load_checkpoint(result["checkpoint"])
@@ -210,6 +211,7 @@ def test_run_header_says_what_runs_and_quiet_silences_it(capsys, tmp_path):
     assert rc == 0
     assert f"fastgan: run folder {out} (resumed from {out / 'checkpoints' / 'step-0000002.pt'} at step 2, " \
            "training to step 4)" in err
+    assert "fastgan: changed on resume: train.steps: 2 -> 4\n" in err
     rc, _, err = cli(capsys, "train", "--out", out, "--steps", 6, "--resume", "auto", *TINY_ARGS)
     assert rc == 0 and err == ""
 
