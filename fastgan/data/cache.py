@@ -66,4 +66,10 @@ def cached_dataset(cfg: DataConfig, name: str) -> ImageDataset:
         why = "building" if m is None else "rebuilding (the source changed)"
         print(f"{why} the {r} px cache of '{name}' in {out}", file=sys.stderr)
         _build(src, r, out, cfg.prepare_workers, False, fingerprint)
-    return open_prepared(out, src if isinstance(src, ItemSource) else None)
+    origin = src if isinstance(src, ItemSource) else None
+    try:
+        return open_prepared(out, origin)
+    except DataError as e:  # edited or damaged since it was built: a cache is ours to build again
+        print(f"rebuilding the {r} px cache of '{name}' in {out} ({e})", file=sys.stderr)
+        _build(src, r, out, cfg.prepare_workers, False, fingerprint)
+        return open_prepared(out, origin)

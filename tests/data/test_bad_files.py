@@ -328,3 +328,26 @@ def test_prepare_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
     for _ in range(2):  # preparing again into a prepared folder replaces it
         assert main(["data", "prepare", str(root), "--resolution", "16", "--out", str(p), "--quiet"]) == 0
     assert sorted(x.name for x in p.iterdir()) == ["images.npy", "manifest.json"]
+
+
+def test_an_edited_automatic_cache_is_rebuilt(tmp_path, capsys):
+    """Caches under $FASTGAN_CACHE are fastgan's own: an edited one is built again, not trusted and not fatal."""
+    from dataclasses import replace
+
+    from fastgan.config import DataConfig
+    from fastgan.data.cache import cache_folder, cached_dataset
+
+    root = tmp_path / "pics"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.png").write_bytes(png_bytes(Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8))))
+    cfg = replace(DataConfig(), dataset="folder", root=str(root), cache_resolution=16, prepare_workers=1)
+    first = cached_dataset(cfg, "folder").images.clone()
+    cache = cache_folder(cfg, "folder", 16)
+    x = np.load(cache / "images.npy")
+    x[1] = 255
+    np.save(cache / "images.npy", x)
+    capsys.readouterr()
+    again = cached_dataset(cfg, "folder").images
+    assert "rebuilding the 16 px cache" in capsys.readouterr().err
+    assert np.array_equal(again.numpy(), first.numpy())  # the edit is gone: the images are the files' again
