@@ -47,8 +47,8 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
 
     ``samples``: the first N images of a folder or dataset (0 = all), or N generated from a checkpoint
     (0 = fastgan.metrics.sources.CHECKPOINT_SAMPLES) with latent ``seed``. ``batch_size``: the network's
-    (0 = fastgan.cost.feature_batch: 250 on a GPU, 50 on a CPU; the statistics do not depend on it). ``dims``: Inception layer
-    (64, 192, 768, 2048; default 2048 or a stats file's). ``impl``: trace-sqrt implementation
+    (0 = fastgan.cost.feature_batch: 250 on a GPU, 50 on a CPU; the statistics do not depend on it).
+    ``dims``: Inception layer (64, 192, 768, 2048; default 2048 or a stats file's). ``impl``: trace-sqrt implementation
     (fastgan.metrics.fid.IMPLS). Returns ``{"fid": float (with b), "inception_score": {...} (with isc),
     "protocol": {...}}``; bad inputs raise FastganError with a one-line message.
     """
@@ -93,7 +93,8 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
     for s, st in zip(sources, stats):
         if s.kind == "stats":
             s.count = st.n
-    if save_stats and distributed.is_main():  # the argument shadows fastgan.metrics.fid.save_stats, imported as write_stats
+    # (the argument shadows fastgan.metrics.fid.save_stats, imported as write_stats)
+    if save_stats and distributed.is_main():
         write_stats(save_stats, stats[0])
     if len(stats) == 2:
         out[FID] = stats_to_fid(stats[0], stats[1], impl)
