@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -299,6 +300,9 @@ def check_images(folder: Path, m: dict[str, Any]) -> None:
     of older fastgan versions lack it: their size is checked against the header and count instead)."""
     path = folder / "images.npy"
     try:
+        for f in (path, folder / "labels.npy") if m.get("labels") else (path,):
+            if not stat.S_ISREG(os.stat(f).st_mode):  # a FIFO would block the first read forever
+                raise _changed(folder, f"({f.name}) is not a regular file")
         size = path.stat().st_size
         if "images_bytes" not in m:
             with open(path, "rb") as f:

@@ -242,6 +242,16 @@ def test_an_edited_cache_is_refused_on_load(prepared, capsys):
     user_error(capsys, ["data", "verify", prepared], "sha256", "fastgan data prepare")
 
 
+def test_a_cache_replaced_by_a_fifo_is_refused_without_opening_it(prepared):
+    m = json.loads((prepared / "manifest.json").read_text())
+    del m["images_bytes"], m["images_sample"]  # an old manifest: the size check reads the header
+    (prepared / "manifest.json").write_text(json.dumps(m))
+    (prepared / "images.npy").unlink()
+    os.mkfifo(prepared / "images.npy")
+    with deadline(20), pytest.raises(DataError, match="not a regular file"):
+        open_prepared(prepared)
+
+
 def test_a_cache_with_bytes_appended_or_cut_is_refused(prepared):
     path = prepared / "images.npy"
     raw = path.read_bytes()
