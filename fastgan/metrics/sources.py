@@ -123,8 +123,8 @@ def open_source(spec: str, samples: int, seed: int, device: torch.device) -> Sou
     (0 = CHECKPOINT_SAMPLES)."""
     p = Path(spec)
     if p.suffix.lower() == ".npz":
-        if not p.is_file():
-            raise FastganError(f"stats file {p} does not exist")
+        if not p.is_file():  # a FIFO or device is never opened
+            raise FastganError(f"stats file {p} {'is not a regular file' if p.exists() else 'does not exist'}")
         return Source("stats", spec, stats_path=p)
     if p.is_dir():
         return _folder(p, samples)
