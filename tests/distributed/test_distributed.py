@@ -267,4 +267,26 @@ def test_single_process_checkpoint_continues_on_two_ranks(tmp_path: Path):
     assert ckpt["step"] == 6 and len(ckpt["rng_ranks"]) == 2
     # every rank took rank 0's (the single process's) generator state: they still draw the same numbers
     assert torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])
-    assert _steps_logged(run) == [2, 4, 6]
+    assert _steps_logged(run) == [2, 3, 4, 6]  # 3: the first run's last step
+
+
+@pytest.mark.slow
+def test_in_training_fid_across_ranks_equals_one_process(tmp_path: Path, data_dir: Path):
+    """Each rank generates and embeds half of the evaluation samples; the logged FID is the one a single process
+    computes for the same generator (the checkpoint of the same step)."""
+    from fastgan.config import load_config
+    from fastgan.data import load_dataset
+    from fastgan.engine.checkpoint import list_checkpoints, load_generator
+    from fastgan.metrics.training import make_evaluator
+
+    run = tmp_path / "run"
+    ev = ["--set", "eval.every=2", "--set", "eval.samples=20", "--set", "eval.reference=40",
+          "--set", "eval.batch_size=10", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    p = torchrun(["-m", "fastgan", "train", "--steps", "2", "--out", str(run), *CLI_TINY, *ev], cwd=tmp_path,
+                 timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    logged = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if '"fid"' in ln]
+    assert len(logged) == 1 and logged[0]["step"] == 2
+    G, cfg, _ = load_generator(list_checkpoints(run)[-1], torch.device("cpu"))
+    fid = make_evaluator(cfg, load_dataset(cfg.data), torch.device("cpu"))(G)["fid"]
+    assert abs(fid - logged[0]["fid"]) <= 1e-6 * fid + 1e-6, (fid, logged[0]["fid"])  # logged: 6 decimals
