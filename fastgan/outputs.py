@@ -35,6 +35,8 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder: give a file name, e.g. {path / 'out'}{path.suffix or ''}")
+    if path.exists() and not path.is_file():  # a FIFO would block the write forever
+        raise ConfigError(f"{what} {path} is not a regular file (a FIFO, device or socket): choose a file path")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what} {path} is read-only: choose another path")
     _writable_folder(_existing_ancestor(path.parent), path, what)

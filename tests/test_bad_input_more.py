@@ -236,6 +236,18 @@ def test_file_output_that_is_a_folder(ckpt, pics, tmp_path, capsys, cmd):
     assert (folder / "keep").is_dir()  # nothing lost
 
 
+@pytest.mark.parametrize("cmd", list(FILE_OUTS))
+def test_file_output_that_is_a_fifo_is_never_opened(ckpt, pics, tmp_path, capsys, cmd):
+    _skip_export(cmd)
+    ext = {"sample": ".png", "export": ".onnx", "fid": ".npz"}[cmd]
+    os.mkfifo(tmp_path / f"pipe{ext}")
+    signal.alarm(30)  # writing into a FIFO nobody reads blocks: fail instead of hanging
+    try:
+        user_error(capsys, argv(FILE_OUTS[cmd], ckpt, pics, tmp_path / "pipe"), f"pipe{ext} is not a regular file")
+    finally:
+        signal.alarm(0)
+
+
 @pytest.mark.parametrize("cmd", [*FILE_OUTS, *DIR_OUTS])
 def test_output_below_a_regular_file(ckpt, pics, tmp_path, capsys, cmd):
     _skip_export(cmd)
