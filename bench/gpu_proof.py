@@ -25,6 +25,7 @@ stage, so a run killed from outside still leaves what it measured. bench/README.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -44,11 +45,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the source tree is the package: nothing is installed on a GPU machine
 
-from fastgan import threads  # noqa: E402
+from fastgan import threads
 
 threads.configure()  # OpenMP defaults before torch loads (the smoke run shares a busy CPU)
 
-import torch  # noqa: E402
+import torch
 
 FORMAT = "fastgan-gpu-proof/1"
 TARGETS_DEVICES = ("H100", "H200")  # the 100k images/s target is stated for these
@@ -61,7 +62,7 @@ class Sizes:
     test_paths: tuple[str, ...]
     kernel_shapes: tuple[tuple[int, int, int, int, float, str], ...]  # (B, C, H, W, slope, format)
     compile_kernels: int  # how many of the largest kernel shapes also time torch.compile
-    cases: tuple[tuple[str, int], ...]  # (suite case, batch), most important first
+    cases: tuple[tuple[str, int, int], ...]  # (suite case, batch, weight), most important first
     modes: tuple[tuple[str, str], ...]  # (suite mode, model.kernels)
     timing: dict
     fid_images: int
@@ -81,18 +82,21 @@ GPU = Sizes(
                    (1024, 64, 32, 32, 0.0, "fp32-nchw"), (128, 128, 16, 16, 0.2, "bf16-cl"),
                    (128, 512, 4, 4, 0.0, "bf16-cl")),
     compile_kernels=2,
-    cases=(("dcgan-64", 128), ("wgan-gp-64", 128), ("dcgan-64", 1024), ("cdcgan-32", 128)),
-    modes=(("baseline", "torch"), *((m, "torch") for m in TRIAD), *((m, "triton") for m in TRIAD)),
+    # (case, batch, weight): a case gets weight / (weights left) of the stage's time left
+    cases=(("dcgan-64", 128, 3), ("wgan-gp-64", 128, 2), ("dcgan-64", 1024, 2), ("cdcgan-32", 128, 1)),
+    # most telling first: what a case's slice cannot fit is skipped from the end
+    modes=(("baseline", "torch"), ("eager", "torch"), ("graph+compile+amp", "torch"), ("graph+compile+amp", "triton"),
+           ("compile+amp", "torch"), ("eager", "triton"), ("compile+amp", "triton")),
     timing={"warmup": 3, "rounds": 5, "per_round": 20},
     fid_images=10_000, fid_batch=500, fid_dim=2048,
     e2e_images=8192, e2e_steps=300, e2e_batch=128, e2e_width=64,
-    caps={"gpu_tests": (30, 120), "kernels": (15, 40), "train_step": (60, 200), "fid": (20, 45), "e2e": (40, 75)},
+    caps={"gpu_tests": (30, 100), "kernels": (15, 35), "train_step": (60, 215), "fid": (20, 45), "e2e": (40, 85)},
 )
 SMOKE = Sizes(
     test_paths=("tests/engine/test_fast_graph.py",),  # collected and skipped without CUDA: the parsing is what runs
     kernel_shapes=((8, 16, 8, 8, 0.2, "fp32-nchw"),),
     compile_kernels=0,
-    cases=(("dcgan-32", 4),),
+    cases=(("dcgan-32", 4, 1),),
     modes=(("baseline", "torch"), ("eager", "torch"), ("compile+amp", "torch"), ("graph+compile+amp", "torch"),
            ("eager", "triton")),
     timing={"warmup": 1, "rounds": 2, "per_round": 1},
@@ -145,7 +149,7 @@ def environment(device: torch.device) -> dict:
                    clocks_sm_mhz=_nvidia_smi("clocks.sm"), power_limit_w=_nvidia_smi("power.limit"))
     try:
         env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                           timeout=10).stdout.strip() or None
+                                           timeout=10, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         env["git_commit"] = None  # the device machine gets the tree without .git
     return env
@@ -154,7 +158,7 @@ def environment(device: torch.device) -> dict:
 def _nvidia_smi(field: str) -> str | None:
     try:
         out = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20)
+                             text=True, timeout=20, check=False)
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -199,7 +203,7 @@ def stage_gpu_tests(p: Proof, seconds: float) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", f"--junitxml={xml}",
            *p.sizes.test_paths]
     try:
-        r = subprocess.run(cmd, cwd=REPO, env=_subenv(), capture_output=True, text=True, timeout=seconds)
+        r = subprocess.run(cmd, cwd=REPO, env=_subenv(), capture_output=True, text=True, timeout=seconds, check=False)
         output, rc, timed_out = r.stdout + r.stderr, r.returncode, False
     except subprocess.TimeoutExpired as e:
         output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -221,72 +225,71 @@ def stage_gpu_tests(p: Proof, seconds: float) -> dict:
 # -- 2. kernel benchmarks -------------------------------------------------------------------------
 
 def stage_kernels(p: Proof, seconds: float) -> dict:
-    from fastgan.benchmark.timing import median_per_op
-    from fastgan.kernels.bn_leaky_relu import bn_leaky_relu, bn_leaky_relu_ref
-
     deadline = time.monotonic() + seconds
     dev = p.device.type
     rounds, inner = (15, 20) if dev == "cuda" else (3, 2)
     copy = copy_bandwidth(dev, 64 * 2**20 if dev == "cuda" else 2**20, rounds, inner)
     rows = []
-    for i, (b, c, h, w, slope, fmt) in enumerate(p.sizes.kernel_shapes):
-        dtype = torch.bfloat16 if fmt.startswith("bf16") else torch.float32
-        x = torch.randn(b, c, h, w, device=dev).to(dtype)
-        dy = torch.randn_like(x)
-        if fmt.endswith("cl"):
-            x, dy = x.to(memory_format=torch.channels_last), dy.to(memory_format=torch.channels_last)
-        x.requires_grad_(True)
-        wt = torch.ones(c, device=dev, requires_grad=True)
-        bs = torch.zeros(c, device=dev, requires_grad=True)
-        rm, rv = torch.zeros(c, device=dev), torch.ones(c, device=dev)
-        elem = x.numel() * x.element_size()
-        timed: dict[str, float] = {}
-        for impl in ("torch", "triton", "compile"):
-            item = f"bn_leaky_relu {b}x{c}x{h}x{w} {fmt} {impl}"
-            if impl == "triton" and dev != "cuda":
-                rows.append(p.skip("kernels", item, "Triton kernels need a CUDA GPU (the CPU interpreter is a test tool)"))
-                continue
-            if impl == "compile" and i >= p.sizes.compile_kernels:
-                rows.append(p.skip("kernels", item, "compile timed at the largest shapes only (compile time)"
-                                   if dev == "cuda" else "smoke run: no inductor compile on a CPU"))
-                continue
-            if time.monotonic() > deadline:
-                rows.append(p.skip("kernels", item, f"the stage's {seconds:.0f} s slice is spent"))
-                continue
-            fn = torch.compile(bn_leaky_relu_ref) if impl == "compile" else None
-
-            def op(impl=impl, fn=fn):
-                if fn is not None:
-                    return fn(x, wt, bs, rm, rv, True, 0.1, 1e-5, slope)
-                return bn_leaky_relu(x, wt, bs, rm, rv, True, 0.1, 1e-5, slope, impl=impl)
-
-            for mode, passes in (("fwd+bwd", 5), ("fwd", 2)):
-                step = (lambda op=op: torch.autograd.grad(op(), (x, wt, bs), dy)) if mode == "fwd+bwd" else op
-                try:
-                    for _ in range(3):  # compilation and autotuning stay out of the timing
-                        step()
-                    sync(p.device)
-                    t = median_per_op(step, dev, rounds, inner)
-                except Exception as e:  # a kernel that fails here is a finding, not the end of the run
-                    rows.append({"item": f"{item} {mode}", "error": f"{type(e).__name__}: {e}"[:300]})
-                    continue
-                timed[f"{impl} {mode}"] = t
-                gbps = passes * elem / t / 1e9
-                row = {"shape": [b, c, h, w], "format": fmt, "negative_slope": slope, "impl": impl, "mode": mode,
-                       "us": round(t * 1e6, 2), "gbps": round(gbps, 1), "fraction_of_copy": round(gbps / copy, 3),
-                       "min_bytes": passes * elem}
-                if impl != "torch" and f"torch {mode}" in timed:
-                    row["speedup_vs_eager"] = round(timed[f"torch {mode}"] / t, 2)
-                if impl == "triton" and "compile " + mode in timed:
-                    row["speedup_vs_compile"] = round(timed["compile " + mode] / t, 2)
-                rows.append(row)
-        for row in rows:  # compile ran after triton: fill triton's ratio to it
-            if row.get("impl") == "triton" and row.get("shape") == [b, c, h, w] and row.get("format") == fmt:
-                k = "compile " + row["mode"]
-                if k in timed:
-                    row["speedup_vs_compile"] = round(timed[k] / timed["triton " + row["mode"]], 2)
-        del x, dy
+    for i, shape in enumerate(p.sizes.kernel_shapes):
+        rows += kernel_case(p, shape, i < p.sizes.compile_kernels, deadline, copy, rounds, inner)
     return {"copy_gbps": round(copy, 1), "rows": rows, "auto": kernels_auto_choice(rows)}
+
+
+def kernel_case(p: Proof, shape: tuple, with_compile: bool, deadline: float, copy: float, rounds: int,
+                inner: int) -> list[dict]:
+    """One BatchNorm+LeakyReLU shape: torch, Triton and compile, forward+backward and forward."""
+    from fastgan.benchmark.timing import median_per_op
+    from fastgan.kernels.bn_leaky_relu import bn_leaky_relu, bn_leaky_relu_ref
+
+    b, c, h, w, slope, fmt = shape
+    dev = p.device.type
+    dtype = torch.bfloat16 if fmt.startswith("bf16") else torch.float32
+    fmt_kw = {"memory_format": torch.channels_last} if fmt.endswith("cl") else {}
+    x = torch.randn(b, c, h, w, device=dev).to(dtype, **fmt_kw).requires_grad_(True)
+    dy = torch.randn(b, c, h, w, device=dev).to(dtype, **fmt_kw)
+    wt = torch.ones(c, device=dev, requires_grad=True)
+    bs = torch.zeros(c, device=dev, requires_grad=True)
+    rm, rv = torch.zeros(c, device=dev), torch.ones(c, device=dev)
+    elem = x.numel() * x.element_size()
+    rows, timed = [], {}
+    for impl in ("torch", "compile", "triton"):
+        item = f"bn_leaky_relu {b}x{c}x{h}x{w} {fmt} {impl}"
+        if impl == "triton" and dev != "cuda":
+            rows.append(p.skip("kernels", item, "Triton kernels need a CUDA GPU (the CPU interpreter is a test tool)"))
+            continue
+        if impl == "compile" and not with_compile:
+            rows.append(p.skip("kernels", item, "compile timed at the largest shapes only (compile time)"
+                               if dev == "cuda" else "smoke run: no inductor compile on a CPU"))
+            continue
+        if time.monotonic() > deadline:
+            rows.append(p.skip("kernels", item, "the stage's slice is spent"))
+            continue
+        fn = torch.compile(bn_leaky_relu_ref) if impl == "compile" else functools.partial(bn_leaky_relu, impl=impl)
+
+        def op(fn=fn):
+            return fn(x, wt, bs, rm, rv, True, 0.1, 1e-5, slope)
+
+        for mode, passes in (("fwd+bwd", 5), ("fwd", 2)):
+            step = (lambda op=op: torch.autograd.grad(op(), (x, wt, bs), dy)) if mode == "fwd+bwd" else op
+            try:
+                for _ in range(3):  # compilation and autotuning stay out of the timing
+                    step()
+                sync(p.device)
+                t = median_per_op(step, dev, rounds, inner)
+            except Exception as e:  # noqa: BLE001 - a kernel failing here is a finding, not the end of the run
+                rows.append({"item": f"{item} {mode}", "error": f"{type(e).__name__}: {e}"[:300]})
+                continue
+            timed[f"{impl} {mode}"] = t
+            gbps = passes * elem / t / 1e9
+            row = {"shape": [b, c, h, w], "format": fmt, "negative_slope": slope, "impl": impl, "mode": mode,
+                   "us": round(t * 1e6, 2), "gbps": round(gbps, 1), "fraction_of_copy": round(gbps / copy, 3),
+                   "min_bytes": passes * elem}
+            for ref in ("torch", "compile"):
+                if impl != ref and f"{ref} {mode}" in timed:
+                    row["speedup_vs_eager" if ref == "torch" else "speedup_vs_compile"] = round(
+                        timed[f"{ref} {mode}"] / t, 2)
+            rows.append(row)
+    return rows
 
 
 def copy_bandwidth(dev: str, numel: int, rounds: int, inner: int) -> float:
@@ -349,10 +352,13 @@ def stage_train_step(p: Proof, seconds: float) -> dict:
     deadline = time.monotonic() + seconds
     tm = p.sizes.timing
     rows, profiles = [], {}
-    for case, batch in p.sizes.cases:
-        est = 15 if p.device.type == "cuda" else 2  # seconds per mode at least (warm-up, rounds)
+    for n, (case, batch, weight) in enumerate(p.sizes.cases):
+        share = weight / sum(w for *_, w in p.sizes.cases[n:])
+        case_end = time.monotonic() + share * (deadline - time.monotonic())
         runners = []
         for mode, kernels in p.sizes.modes:
+            # rough seconds to build, warm and time a mode (compile: a cold inductor cache)
+            est = (40 if "compile" in mode else 8) if p.device.type == "cuda" else 2
             label = mode_label(mode, kernels)
             item = f"{case} b{batch} {label}"
             why = suite.unsupported(mode, p.device)
@@ -360,8 +366,8 @@ def stage_train_step(p: Proof, seconds: float) -> dict:
                 why = "Triton kernels need a CUDA GPU"
             if why is None and p.smoke and "compile" in mode:
                 why = "smoke run: no inductor compile on a CPU"
-            if why is None and time.monotonic() + est > deadline:
-                why = f"the stage's {seconds:.0f} s slice is spent"
+            if why is None and time.monotonic() + est > case_end:
+                why = f"does not fit this case's share of the stage's {seconds:.0f} s slice (~{est} s needed)"
             if why is not None:
                 rows.append({"case": case, "batch": batch, "mode": label, **p.skip("train_step", item, why)})
                 continue
@@ -373,7 +379,7 @@ def stage_train_step(p: Proof, seconds: float) -> dict:
                 for _ in range(tm["warmup"]):
                     r.run(tm["per_round"])
                 runners.append((r, label, suite.peak_memory_mib(p.device) - base_mem, time.perf_counter() - t))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a mode that fails is recorded; the others still run
                 rows.append({"case": case, "batch": batch, "mode": label, "error": f"{type(e).__name__}: {e}"[:400]})
         if not runners:
             continue
@@ -390,12 +396,12 @@ def stage_train_step(p: Proof, seconds: float) -> dict:
                 row["speedup_vs_baseline"] = None
         rows += case_rows
         timed = [row for row in case_rows if row["mode"] != "baseline"]
-        if timed and time.monotonic() + 10 < deadline:
+        if timed and time.monotonic() < deadline - 5:  # a profile is a few iterations of the fastest mode
             best = max(timed, key=lambda row: row["images_per_s"])
             r = next(r for r, label, *_ in runners if label == best["mode"])
             try:
                 profiles[f"{case} b{batch}"] = {"mode": best["mode"], **profile_runner(r, p.device)}
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the profile is extra: its failure is recorded
                 profiles[f"{case} b{batch}"] = {"mode": best["mode"], "error": f"{type(e).__name__}: {e}"[:300]}
         del runners
         suite.release(p.device)
@@ -504,7 +510,8 @@ def stage_e2e(p: Proof, seconds: float) -> dict:
                str(s.e2e_steps), "--out", str(run), "--quiet", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
         t = time.perf_counter()
         try:
-            r = subprocess.run(cmd, cwd=tmp, env=_subenv(), capture_output=True, text=True, timeout=seconds - prep_s)
+            r = subprocess.run(cmd, cwd=tmp, env=_subenv(), capture_output=True, text=True, timeout=seconds - prep_s,
+                               check=False)
         except subprocess.TimeoutExpired:
             return {"error": f"`fastgan train` ran past its {seconds - prep_s:.0f} s slice", "command": " ".join(cmd[1:])}
         wall = time.perf_counter() - t
@@ -582,9 +589,9 @@ def targets(doc: dict) -> list[dict]:
 def summary(doc: dict) -> str:
     env = doc["environment"]
     lines = [f"# fastgan GPU proof{' (SMOKE: toy sizes, not a measurement)' if doc['smoke'] else ''}", "",
-             f"{doc['created'][:19]} UTC, {env.get('device')}, driver {env.get('driver')}, torch {env.get('torch')}, "
-             f"CUDA {env.get('cuda')}, Triton {env.get('triton')}, Python {env.get('python')}; "
-             f"{doc.get('elapsed_s', 0):.0f} s of a {doc['budget_s']:.0f} s budget.", "",
+             (f"{doc['created'][:19]} UTC, {env.get('device')}, driver {env.get('driver')}, torch {env.get('torch')}, "
+              f"CUDA {env.get('cuda')}, Triton {env.get('triton')}, Python {env.get('python')}; "
+              f"{doc.get('elapsed_s', 0):.0f} s of a {doc['budget_s']:.0f} s budget."), "",
              "## Targets", "", "| target | status | value | detail |", "|---|---|---|---|"]
     lines += [f"| {t['target']} | {t['status']} | {t['value'] if t['value'] is not None else '-'} | {t['detail']} |"
               for t in doc["targets"]]
@@ -605,8 +612,8 @@ def summary(doc: dict) -> str:
                 f"{a}={b}" for a, b in prof.items() if a not in ("mode", "top_kernels_us")))
     kr = st.get("kernels", {})
     if kr.get("rows"):
-        lines += ["", f"## BatchNorm+LeakyReLU (copy bandwidth {kr.get('copy_gbps')} GB/s; auto -> "
-                      f"{kr.get('auto', {}).get('choice')})", "",
+        lines += ["", (f"## BatchNorm+LeakyReLU (copy bandwidth {kr.get('copy_gbps')} GB/s; auto -> "
+                       f"{kr.get('auto', {}).get('choice')})"), "",
                   "| shape | format | impl | mode | us | GB/s | of copy | x eager |", "|---|---|---|---|---|---|---|---|"]
         for r in kr["rows"]:
             if "us" in r:
@@ -614,16 +621,18 @@ def summary(doc: dict) -> str:
                              f"{r['us']} | {r['gbps']} | {r['fraction_of_copy']:.0%} | {r.get('speedup_vs_eager', '-')} |")
     fid = st.get("fid", {})
     if "images" in fid:
-        lines += ["", "## FID", "", f"{fid['images']} images (batch {fid['batch']}, {fid['dims']}-d, random weights): "
-                  f"generate {fid['generate_s']} s, Inception + stats {fid['features_and_stats_s']} s "
-                  f"({fid['images_per_s']} img/s), trace-sqrt {fid['trace_sqrt_s']} s ({fid['trace_sqrt_impl']}); "
-                  f"50k extrapolated {fid['extrapolated_50k_s']} s, measured "
-                  f"{fid['measured_50k'].get('total_s', fid['measured_50k'].get('skipped'))}"]
+        m50 = fid["measured_50k"]
+        text = (f"{fid['images']} images (batch {fid['batch']}, {fid['dims']}-d, random weights): "
+                f"generate {fid['generate_s']} s, Inception + stats {fid['features_and_stats_s']} s "
+                f"({fid['images_per_s']} img/s), trace-sqrt {fid['trace_sqrt_s']} s ({fid['trace_sqrt_impl']}); "
+                f"50k extrapolated {fid['extrapolated_50k_s']} s, measured {m50.get('total_s', m50.get('skipped'))}")
+        lines += ["", "## FID", "", text]
     e2e = st.get("e2e", {})
     if "wall_s" in e2e:
-        lines += ["", "## fastgan train --fast", "", f"{e2e['steps']} steps of batch {e2e['batch']} "
-                  f"({e2e['fast_picked']}): {e2e['wall_s']} s wall = {e2e['user_images_per_s']} images/s as a user "
-                  f"sees it (startup and compilation included); steady {e2e['steady_images_per_s']} images/s"]
+        text = (f"{e2e['steps']} steps of batch {e2e['batch']} ({e2e['fast_picked']}): {e2e['wall_s']} s wall = "
+                f"{e2e['user_images_per_s']} images/s as a user sees it (startup and compilation included); "
+                f"steady {e2e['steady_images_per_s']} images/s")
+        lines += ["", "## fastgan train --fast", "", text]
     gt = st.get("gpu_tests", {})
     if "counts" in gt:
         lines += ["", "## GPU tests", "", ", ".join(f"{v} {k}" for k, v in gt["counts"].items())]
@@ -677,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 res = RUN[name](p, slice_s)
                 res = {"status": "error" if "error" in res else "done", **res}
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a broken stage is recorded; the next one runs
                 res = {"status": "error", "error": f"{type(e).__name__}: {e}"[:500],
                        "traceback": traceback.format_exc()[-3000:]}
             res["seconds"] = round(time.monotonic() - t, 1)

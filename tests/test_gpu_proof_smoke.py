@@ -19,7 +19,7 @@ def test_smoke_run_writes_every_stage(tmp_path):
     out = tmp_path / "proof"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_proof.py"), "--smoke", "--out", str(out)],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((out / "proof.json").read_text())
     assert doc["format"] == "fastgan-gpu-proof/1" and doc["smoke"] is True
