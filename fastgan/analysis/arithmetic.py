@@ -82,7 +82,8 @@ def combine(model: Model, a: list[int], b: list[int], c: list[int], n: int = 64,
     gen = torch.Generator().manual_seed(noise_seed)
     noisy = Y + (torch.rand(8, model.z_dim, generator=gen) * 2 - 1) * NOISE
     zz = torch.cat([Y[None], noisy, torch.stack([means["A"], means["B"], means["C"]])])
-    yy = torch.full((len(zz),), label) if K else None
+    # the result and its neighbours carry ``label``; each concept's mean is drawn with its own label
+    yy = torch.cat([torch.full((9,), label), torch.stack([torch.mode(y[i]).values for i in (a, b, c)])]) if K else None
     imgs = run_g(model, zz, yy)
     sheet_imgs = run_g(model, z, y)
     pix = {k: sheet_imgs[idx].mean(0) for k, idx in (("A", a), ("B", b), ("C", c))}
@@ -105,13 +106,13 @@ def run(model: Model, out: Path, a: list[int], b: list[int], c: list[int], n: in
     for j, (name, sign) in enumerate((("A", ""), ("B", "- "), ("C", "+ "))):
         show(axes[0, j], _img(u(r["concepts"][j])), f"{sign}mean z({name})")
         show(axes[1, j], _img(u(r["pixel_concepts"][j])), f"{sign}mean pixels({name})")
-    show(axes[0, 3], _img(u(r["result"])), "= G(Y)")
+    show(axes[0, 3], _img(u(r["result"])), "= G(Y)" if r["label"] is None else f"= G(Y), label {r['label']}")
     show(axes[1, 3], _img(u(r["pixel_result"])), "= pixel A-B+C")
     nine = torch.cat([r["neighbours"][:4], r["result"][None], r["neighbours"][4:]])
     show(axes[0, 4], grid(u(nine), 3), f"Y (centre) and Y + U(±{NOISE}) noise")
     ex = torch.cat([r["exemplars"][k] for k in "ABC"])
     show(axes[1, 4], grid(ex, max(len(v) for v in r["exemplars"].values()) if len(ex) > 9 else len(ex)),
-         "exemplars: " + " | ".join(f"{k}={v}" for k, v in (("A", a), ("B", b), ("C", c))))
+         "  ".join(f"{k}={','.join(map(str, v))}" for k, v in (("A", a), ("B", b), ("C", c))))
     save_fig(fig, out / "arithmetic.png")
     result = {"analysis": "arithmetic",
               "protocol": protocol(model, sheet_n=n, sheet_seed=seed, a=a, b=b, c=c, label=r["label"],

@@ -223,6 +223,10 @@ def grid(images: torch.Tensor, nrow: int, pad: int = 1, value: int = 255) -> np.
 
     g = make_grid(images.permute(0, 2, 3, 1).numpy(), nrow, pad)
     rows = -(-len(images) // nrow)
+    h, w = images.shape[2] + pad, images.shape[3] + pad
+    for i in range(len(images), rows * nrow):  # empty slots of the last row: background, not black tiles
+        r, c = divmod(i, nrow)
+        g[r * h : (r + 1) * h + pad, c * w : (c + 1) * w + pad] = value
     g[: pad] = value
     for r in range(rows + 1):
         g[r * (images.shape[2] + pad) : r * (images.shape[2] + pad) + pad] = value

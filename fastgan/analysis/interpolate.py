@@ -113,7 +113,9 @@ def run(model: Model, out: Path, k: int = 6, steps: int = 10, seeds: list[int] |
         panels.append(("labels", "labels mixed, z fixed: " + ", ".join(f"{p}->{q}" for p, q in r["label_pairs"][:4])
                        + ("..." if len(r["label_pairs"]) > 4 else "")))
     plt = pyplot()
-    fig, axes = plt.subplots(len(panels), 1, figsize=(min(12, steps * 0.9), 1.1 * len(r["z"]) * len(panels) + 0.6))
+    w = min(12, steps * 0.9)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(w, len(panels) * (w * len(r["z"]) / steps + 0.35)), squeeze=False)
+    axes = axes[:, 0]
     for ax, (key, title) in zip(axes, panels):
         show(ax, grid(r[key], steps), title)
     save_fig(fig, out / "interpolate.png")

@@ -68,7 +68,8 @@ def add_parser(sub) -> None:
     _common(a, False)
     a.add_argument("-n", type=int, default=256, help="generated samples")
     a.add_argument("--k", type=int, default=5, help="neighbours per sample")
-    a.add_argument("--features", default="auto", help="auto (Inception when its weights exist) | inception | classifier")
+    a.add_argument("--features", default="auto", help="auto (Inception on a GPU when its weights exist, else the "
+                   "domain classifier) | inception | classifier")
     a.add_argument("--feature-pool", type=int, default=None,
                    help="train images searched in feature space (default: all; 1000 for Inception on a CPU)")
     a.add_argument("--classifier", default="", help="domain classifier file (default: the cached one)")
@@ -82,10 +83,12 @@ def add_parser(sub) -> None:
     a = s.add_parser("cas", formatter_class=fmt,
                      help="classifier trained on generated / real / mixed data, tested on real test images")
     _common(a, False)
-    a.add_argument("--real", default="0,1%,10%,100%", help="real training images per cell: counts or shares of the split")
-    a.add_argument("--gen", default="0,10%,100%", help="generated training images per cell: counts or shares")
+    a.add_argument("--real", default="0,10%,100%", help="real training images per cell: counts or shares of the "
+                   "train split (seed 002: 0,1%%,10%%,100%%)")
+    a.add_argument("--gen", default="0,100%", help="generated training images per cell: counts or shares of the "
+                   "train split's size (seed 002: 0,10%%,100%%)")
     a.add_argument("--seeds", type=int, default=2, help="classifiers per cell (mean and spread)")
-    a.add_argument("--steps", type=int, default=300, help="Adam steps (batch 128) per classifier")
+    a.add_argument("--steps", type=int, default=200, help="Adam steps (batch 64) per classifier")
 
     a = s.add_parser("embeddings", formatter_class=fmt,
                      help="classifier features (PCA) and confidences, D outputs: real vs generated")
