@@ -52,6 +52,6 @@ def announce_features(net, device: torch.device, total: int, what: str = "images
     seconds = total / rate
     if seconds >= ANNOUNCE_AFTER_S:
         print(f"fastgan: {total:,} {what} at ~{rate:.1f} img/s on this {device_name(device)}: about "
-              f"{duration(seconds)}. Shorter: --samples N (e.g. 2000), and save the real side's statistics once "
-              "(--save-stats ref.npz) to compare against the .npz", file=sys.stderr)
+              f"{duration(seconds)}. Shorter: fewer images (--samples N), and the real side's statistics saved once "
+              "(--save-stats ref.npz) and compared as the .npz", file=sys.stderr)
     return rate
