@@ -36,7 +36,9 @@ def add_parser(sub) -> None:
         epilog="Examples:\n  fastgan train\n  fastgan train mnist-cdcgan --steps 5000 --out runs/mnist\n"
         "  fastgan train fashion-wgan-gp --set optim.n_critic=3 --dry-run\n"
         "  fastgan train --out runs/mnist --resume auto --steps 8000\n"
-        "  fastgan train mnist-dcgan --fast            # compile + bf16 + channels-last + CUDA graph on a GPU",
+        "  fastgan train mnist-dcgan --fast            # compile + bf16 + channels-last + CUDA graph on a GPU\n"
+        "  fastgan train --config exp.toml --tensorboard\n"
+        "  fastgan train mnist-cdcgan --init-from runs/digits-cdcgan/checkpoints/step-0001500.pt --out runs/ft",
     )
     p.add_argument("preset", nargs="?", help=f"preset name (default {DEFAULT_PRESET}; `fastgan presets` lists them)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -142,7 +144,12 @@ def run(args: argparse.Namespace) -> int:
 
         print(resolved(cfg, args.resume).to_json())
         return 0
-    check_output_dir(cfg.train.out or "runs", "the run folder (--out)")  # a bad --out costs one line, not a run
+    from fastgan.engine.loop import run_dir_of_checkpoint
+
+    # a bad --out costs one line, not a run; without --out a resumed checkpoint's own run folder is written
+    resumed = args.resume and args.resume != "auto"
+    check_output_dir(cfg.train.out or (run_dir_of_checkpoint(Path(args.resume)) if resumed else "runs"),
+                     "the run folder (--out)")
     from fastgan.engine import distributed
 
     if args.nproc_per_node is not None:
