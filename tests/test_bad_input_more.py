@@ -290,6 +290,26 @@ def test_output_on_a_read_only_location(ckpt, pics, tmp_path, capsys, monkeypatc
     assert list(ro.iterdir()) == []
 
 
+def test_resume_without_out_checks_the_checkpoints_own_run_folder(ckpt, payload, tmp_path, capsys, monkeypatch):
+    """Not the current folder: resuming from anywhere must work when the run folder is writable."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ckpt.parent.parent, run)
+    payload["config"]["train"]["out"] = ""  # no run folder recorded: the checkpoint's own folder is the run's
+    torch.save(payload, run / "checkpoints" / ckpt.name)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    _read_only(monkeypatch, cwd)  # the current folder is read-only...
+    try:
+        rc = main(["train", "--resume", str(run / "checkpoints" / ckpt.name), "--steps", "3", "--quiet"])  # ...the run
+    finally:  # folder is not
+        cwd.chmod(0o755)
+    assert rc == 0, capsys.readouterr().err
+    assert (run / "checkpoints" / "step-0000003.pt").is_file()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0555; the os.access test above covers it")
 def test_output_in_a_chmod_0555_folder_without_help(ckpt, tmp_path, capsys):
     ro = tmp_path / "ro"
