@@ -57,11 +57,12 @@ def with_covariances_only(s: Stats) -> Stats:
     return Stats(s.mu, s.sigma, s.n, None)
 
 
+SLOW_SQRTM = pytest.mark.slow  # scipy's sqrtm of the reference takes seconds at d = 512 with many samples
 CASES = [  # (d, n1, n2): full rank, and singular (n < d) on one or both sides
     (64, 400, 300),
     (64, 40, 50),
-    (512, 1500, 1200),
-    (512, 100, 2000),
+    pytest.param(512, 1500, 1200, marks=SLOW_SQRTM),
+    pytest.param(512, 100, 2000, marks=SLOW_SQRTM),
     (512, 90, 120),
 ]
 
@@ -77,6 +78,7 @@ def test_fid_matches_pytorch_fid_formula(d, n1, n2, impl):
     assert full == pytest.approx(ref, rel=1e-6)
 
 
+@pytest.mark.slow  # the reference sqrtm at d = 2048 alone takes most of a minute
 @pytest.mark.parametrize("impl", ["native", "torch"])  # numpy shares torch's code (tested at 64 and 512)
 def test_fid_2048_every_form(impl):
     """d = 2048, S1 singular (n1 = 1000 < d), S2 full rank: one sqrtm serves every form."""
