@@ -100,10 +100,16 @@ def _state_dict(sd: Any, ref: dict[str, torch.Tensor], name: str) -> None:
         _need(t.shape == want.shape, f"{name} does not match its config: {k} has shape {tuple(t.shape)}, the "
                                      f"config's model needs {tuple(want.shape)}")
         _need(t.dtype == want.dtype, f"{name}.{k} is {t.dtype}, not {want.dtype}")
-        if t.is_floating_point():
-            _need(bool(torch.isfinite(t).all()), f"{name}.{k} holds NaN or inf (the run had diverged when this "
-                                                 "was saved)")
-            _need(not k.endswith("running_var") or bool((t >= 0).all()), f"{name}.{k} holds a negative variance")
+        _need(not k.endswith("running_var") or bool((t >= 0).all()), f"{name}.{k} holds a negative variance")
+    _finite({k: t for k, t in sd.items() if t.is_floating_point()}, name,
+            "holds NaN or inf (the run had diverged when this was saved)")
+
+
+def _finite(tensors: dict[str, torch.Tensor], name: str, why: str) -> None:
+    """One pass over all of them (a few ops, not two per tensor); the culprit is looked up only on failure."""
+    if tensors and not bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors.values()])).all()):
+        bad = next(k for k, t in tensors.items() if not bool(torch.isfinite(t).all()))
+        raise _Bad(f"{name}.{bad} {why}")
 
 
 def _optimizer(sd: Any, params: list[torch.Tensor], name: str) -> None:
@@ -126,6 +132,7 @@ def _optimizer(sd: Any, params: list[torch.Tensor], name: str) -> None:
             _need(g.get(k) is None or isinstance(g[k], bool), f"{name}.{k} is {_kind(g.get(k))}, not a flag")
         ids += g["params"]
     _need(sorted(ids) == list(range(len(params))), f"{name} covers {len(ids)} parameters, the model has {len(params)}")
+    moments: dict[str, torch.Tensor] = {}
     for i, s in state.items():
         _need(_int(i) and 0 <= i < len(params), f"{name}.state has an entry {str(i)[:20]!r} for no parameter")
         _need(isinstance(s, dict), f"{name}.state[{i}] is {_kind(s)}, not a dict")
@@ -137,8 +144,9 @@ def _optimizer(sd: Any, params: list[torch.Tensor], name: str) -> None:
             _need(_tensor(t), f"{name}.state[{i}].{k} is {_kind(t)}, not a plain tensor")
             _need(t.shape == params[i].shape, f"{name}.state[{i}].{k} has shape {tuple(t.shape)}, its parameter "
                                               f"{tuple(params[i].shape)}")
-            _need(t.is_floating_point() and bool(torch.isfinite(t).all()),
-                  f"{name}.state[{i}].{k} is not a finite float tensor")
+            _need(t.is_floating_point(), f"{name}.state[{i}].{k} is {t.dtype}, not a float tensor")
+            moments[f"state[{i}].{k}"] = t
+    _finite(moments, name, "holds NaN or inf")
 
 
 def _rng(r: Any) -> None:
