@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
-from fastgan.paths import resolve_root
 from fastgan.data.items import IMAGE_EXTENSIONS, FileItems, ItemSource, list_images
 from fastgan.errors import DataError
+from fastgan.paths import resolve_root
 
 
 def _existing(root: Path, name: str, how: str) -> Path:
