@@ -22,7 +22,7 @@ def test_cli_sets_the_policy_before_torch_is_imported():
     subcommand module is imported: checked in a fresh process, as the `fastgan` entry point runs."""
     code = ("import os, sys\nfrom fastgan.cli import main\nassert 'torch' not in sys.modules\n"
             "import fastgan.cli as cli\norig = cli.build_parser\n"
-            "def spy():\n    print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))\n    return orig()\n"
+            "def spy(*args, **kwargs):\n    print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))\n    return orig(*args, **kwargs)\n"
             "cli.build_parser = spy\nmain(['presets'])\n")
     env = {k: v for k, v in os.environ.items() if k not in threads.DEFAULTS}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
