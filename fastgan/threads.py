@@ -7,8 +7,8 @@ reach the next barrier, and every parallel op then waits for a descheduled threa
 CI-class machine under load (load average 10-12, other engineers' jobs), 20 steps of the default job
 (2 threads) took 58-67 s with libgomp's default and 6-13 s with ``OMP_WAIT_POLICY=PASSIVE`` (workers
 sleep at once), against 5-7 s with one thread; ``GOMP_SPINCOUNT`` 1k/10k landed in between and 100k
-was worse than the default (bench/README.md, "CPU threads under load"). PASSIVE keeps the thread
-count, so an idle machine still uses every core.
+was worse than the default. At load 7 the same 20 steps took 7-29 s before and 2.0 s after (README,
+Benchmarks). PASSIVE keeps the thread count, so an idle machine still uses every core.
 
 libgomp reads these variables once, when it is loaded (``import torch``), so they must be in the
 environment before that; a process that imported torch already is left alone. A variable the user
