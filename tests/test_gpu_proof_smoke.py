@@ -56,3 +56,52 @@ def test_smoke_run_writes_every_stage(tmp_path):
     assert targets["50k-sample FID end to end <= 60 s"]["value"] == fid["extrapolated_50k_s"]
     summary = (out / "summary.md").read_text()
     assert "## Targets" in summary and "## Train step" in summary and "SMOKE" in summary
+
+
+def _load_proof_module(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_proof", REPO / "bench" / "gpu_proof.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_proof", mod)  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_targets_judge_gpu_figures(monkeypatch):
+    """The met/missed verdicts on GPU-shaped figures (the smoke run cannot produce them on a CPU)."""
+    gp = _load_proof_module(monkeypatch)
+
+    def row(case, batch, mode, ips, ratio=None):
+        return {"case": case, "batch": batch, "mode": mode, "images_per_s": ips, "tflops_per_s": 1.0,
+                "peak_memory_mib": 1.0, "speedup_vs_baseline": ratio}
+
+    def krow(batch, speedup, frac):
+        return {"shape": [batch, 64, 32, 32], "format": "bf16-cl", "impl": "triton", "mode": "fwd+bwd", "us": 1.0,
+                "gbps": 1.0, "fraction_of_copy": frac, "speedup_vs_eager": speedup}
+
+    doc = {"smoke": False, "created": "2026-12-02T00:00:00", "budget_s": 480, "elapsed_s": 400, "skips": [],
+           "environment": {"device": "NVIDIA H200"},
+           "stages": {
+               "train_step": {"rows": [row("dcgan-64", 128, "baseline", 10_000), row("dcgan-64", 128, "eager", 12_000, 1.2),
+                                       row("dcgan-64", 128, "graph+compile+amp", 40_000, 4.0),
+                                       row("wgan-gp-64", 128, "baseline", 5_000),
+                                       row("wgan-gp-64", 128, "graph+compile+amp+triton", 7_500, 1.5),
+                                       row("dcgan-64", 1024, "graph+compile+amp", 90_000, 3.0)]},
+               "kernels": {"rows": [krow(1024, 2.0, 0.8), krow(1024, 1.6, 0.65), krow(128, 0.9, 0.1)],
+                           "auto": {"choice": "triton"}},
+               "fid": {"extrapolated_50k_s": 70.0, "measured_50k": {"images": 50_000, "total_s": 45.0}},
+               "gpu_tests": {"counts": {"passed": 150, "failed": 1, "error": 0, "skipped": 6}}}}
+    got = {t["target"].split(":")[0]: (t["status"], t["value"]) for t in gp.targets(doc)}
+    assert got["dcgan-64 b128"] == ("met", 4.0)
+    assert got["wgan-gp-64 b128"] == ("missed", 1.5)
+    assert got["dcgan-64 b1024"] == ("missed", 90_000)
+    assert got["BN+LeakyReLU fwd+bwd at large shapes"][0] == "missed"  # one large shape at 65% of copy
+    assert got["--kernels auto picks what measured faster"] == ("met", "triton")
+    assert got["50k-sample FID end to end <= 60 s"] == ("met", 45.0)  # measured beats extrapolated
+    assert got["GPU tests pass"] == ("missed", "150 passed, 1 failed")
+    doc["environment"]["device"] = "NVIDIA A10"
+    assert {t["target"]: t["status"] for t in gp.targets(doc)}["dcgan-64 b1024: >= 100,000 images/s (H100/H200)"] == "n/a"
+    doc["targets"] = gp.targets(doc)
+    text = gp.summary(doc)
+    assert "| dcgan-64 b128: best mode >= 3x baseline | met | 4.0 |" in text and "40,000" in text
