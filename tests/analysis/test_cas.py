@@ -32,6 +32,7 @@ def test_sizes():
     assert cas.parse_sizes("600,0,600", 60000, "--gen", None) == [0, 600]
 
 
+@pytest.mark.slow  # trains a classifier per grid cell: ~12 s on 2 cores (test_sizes stays quick)
 def test_cli_grid_json(tiny_ckpt, tmp_path):
     assert main(["analyze", "cas", str(tiny_ckpt), "--out", str(tmp_path), "--real", "0,100", "--gen", "0,50",
                  "--seeds", "2", "--steps", "3", "--device", "cpu"]) == 0

@@ -14,6 +14,7 @@ from fastgan.cli import main
 MARGIN = 0.03  # accuracy points the trained D must gain over the untrained one (measured: see README)
 
 
+@pytest.mark.slow  # SVMs on every digit, three feature sets: ~14 s on 2 cores
 def test_features_shapes_and_json(tiny_ckpt, tmp_path):
     model = load_model(tiny_ckpt, torch.device("cpu"))
     x = torch.randint(0, 256, (5, 1, 32, 32), dtype=torch.uint8)

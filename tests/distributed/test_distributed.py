@@ -166,6 +166,7 @@ def _steps_logged(run: Path) -> list[int]:
     return [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
 
 
+@pytest.mark.slow  # two torchrun launches: ~20 s on 2 cores
 def test_torchrun_cli_run_writes_once_and_resumes_on_one_process(tmp_path: Path):
     from fastgan.config import load_config
     from fastgan.engine.checkpoint import list_checkpoints, load_checkpoint
