@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +134,14 @@ def run(model: Model, out: Path, real_text: str = DEFAULT_REAL, gen_text: str = 
     real = parse_sizes(real_text, n_train, "--real", n_train)
     gen = parse_sizes(gen_text, n_train, "--gen", None)
     r = analyse(model, real, gen, seeds, steps, seed)
-    mean, std = np.nanmean(r["acc"], 2), np.nanstd(r["acc"], 2)
+    with warnings.catch_warnings():  # the (0 real, 0 generated) cell is empty by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(r["acc"], 2), np.nanstd(r["acc"], 2)
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
-    im = a.imshow(np.nan_to_num(mean, nan=0), cmap="viridis", vmin=0, vmax=1)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#e8e8e8")  # the empty (0 real, 0 generated) cell
+    im = a.imshow(np.ma.masked_invalid(mean), cmap=cmap, vmin=0, vmax=1)
     for i in range(len(real)):
         for j in range(len(gen)):
             if not np.isnan(mean[i, j]):
@@ -159,7 +164,7 @@ def run(model: Model, out: Path, real_text: str = DEFAULT_REAL, gen_text: str = 
     b.set_ylim(0, 1.05)
     b.set_xlabel("class")
     b.set_title("per-class real-test accuracy", fontsize=10)
-    b.legend(fontsize=8, loc="lower right")
+    b.legend(fontsize=8, loc="lower center", framealpha=0.9)
     save_fig(fig, out / "cas.png")
     table = [{"real": x, "generated": g, "mean": round(float(mean[i, j]), 4), "std": round(float(std[i, j]), 4),
               "runs": [round(float(v), 4) for v in r["acc"][i, j]]}

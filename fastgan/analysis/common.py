@@ -50,7 +50,7 @@ class Model:
         """The checkpoint's D (``trained=False``: the same architecture freshly initialised from ``seed``)."""
         from fastgan.models import build_discriminator
 
-        cfg = self.require_checkpoint("dfeatures")
+        cfg = self.require_checkpoint("dfeatures/embeddings")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             D = build_discriminator(cfg.model)
