@@ -138,9 +138,9 @@ def analyse(model: Model, per_class: list[int | None], seed: int = 0, max_test: 
         ftr_all[need] = f_need
         fte = fn(xte_img)
         for n, idx in sets.items():
-            if not quiet:
-                print(f"dfeatures: {name}, {len(idx)} labels", file=sys.stderr)
             acc, c = svm_accuracy(ftr_all[idx], ytr[idx], fte, yte, seed)
+            if not quiet:
+                print(f"dfeatures: {name}, {len(idx)} labels: test accuracy {acc:.4f} (C={c})", file=sys.stderr)
             rows.append({"features": name, "per_class": n or "all", "labels": len(idx), "dims": int(f_need.shape[1]),
                          "test_accuracy": round(acc, 4), "C": c})
     return {"rows": rows, "train_size": len(ytr), "test_size": len(yte)}

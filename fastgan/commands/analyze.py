@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from fastgan.analysis.common import (
         AnalysisError,
+        check_label,
         default_out,
         load_model,
         parse_ints,
@@ -147,10 +148,7 @@ def run(args: argparse.Namespace) -> int:
         labels = parse_ints(args.labels, "--labels")
         if labels and len(labels) != 2:
             raise AnalysisError(f"--labels takes two classes A,B (the walk's ends), got '{args.labels}'")
-        if labels and model.num_classes:
-            bad = [v for v in labels if not 0 <= v < model.num_classes]
-            if bad:
-                raise AnalysisError(f"label {bad[0]} in --labels is out of range: classes are 0..{model.num_classes - 1}")
+        check_label(model, labels, "--labels")
         res = interpolate.run(model, out, args.k, args.steps, parse_ints(args.seeds, "--seeds") or None, args.seed,
                               tuple(labels) if labels else None)
     elif name == "pick":
