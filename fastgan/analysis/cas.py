@@ -139,8 +139,7 @@ def run(model: Model, out: Path, real_text: str = DEFAULT_REAL, gen_text: str = 
         mean, std = np.nanmean(r["acc"], 2), np.nanstd(r["acc"], 2)
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#e8e8e8")  # the empty (0 real, 0 generated) cell
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#e8e8e8")  # the empty (0 real, 0 generated) cell
     im = a.imshow(np.ma.masked_invalid(mean), cmap=cmap, vmin=0, vmax=1)
     for i in range(len(real)):
         for j in range(len(gen)):
