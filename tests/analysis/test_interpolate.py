@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -63,3 +64,14 @@ def test_cli_writes_png_gif_json(tiny_ckpt, tmp_path):
 def test_label_walk_on_unconditional_model_is_a_user_error(tiny_uncond_ckpt, cli_error):
     err = cli_error(["analyze", "interpolate", str(tiny_uncond_ckpt), "--labels", "1,7", "--device", "cpu"])
     assert "unconditional" in err
+
+
+def test_onnx_generator_gives_the_checkpoints_walk(tiny_ckpt, tmp_path):
+    """An exported G runs the G-only analyses, and its walk matches the checkpoint's (label walk aside)."""
+    pytest.importorskip("onnxruntime")
+    onnx = tmp_path / "g.onnx"
+    assert main(["export", str(tiny_ckpt), "--onnx", str(onnx)]) == 0
+    a = interpolate(load_model(onnx, torch.device("cpu")), k=2, steps=3, seed=5)
+    b = interpolate(load_model(tiny_ckpt, torch.device("cpu")), k=2, steps=3, seed=5)
+    assert (a["slerp"].int() - b["slerp"].int()).abs().max() <= 1  # uint8 rounding of ~1e-6 differences
+    assert "label_walk_skipped" in a and "labels" in b
