@@ -126,6 +126,7 @@ def test_data_list_names_every_source(capsys):
     from fastgan.data import SOURCES
 
     rc, out, _ = run(capsys, "data", "list")
-    rows = {line.split()[0]: line for line in out.splitlines()}
+    table = out.split("\n\n")[1]  # header paragraph, the table, then the column legend
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert rc == 0 and set(rows) == set(SOURCES)
-    assert rows["cifar10"].endswith("download") and "decoded, cached" in rows["celeba"]
+    assert rows["cifar10"].endswith("download") and "decoded once and cached" in rows["celeba"]
