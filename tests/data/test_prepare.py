@@ -126,7 +126,10 @@ def test_data_list_names_every_source(capsys):
     from fastgan.data import SOURCES
 
     rc, out, _ = run(capsys, "data", "list")
-    table = out.split("\n\n")[1]  # header paragraph, the table, then the column legend
-    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
-    assert rc == 0 and set(rows) == set(SOURCES)
+    lines = out.splitlines()
+    assert rc == 0 and any(ln.startswith("NAME ") for ln in lines), out + _
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("NAME "))  # the table, up to the blank line
+    table = lines[start + 1 : next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))]
+    rows = {line.split()[0]: line for line in table}
+    assert set(rows) == set(SOURCES)
     assert rows["cifar10"].endswith("download") and "decoded once and cached" in rows["celeba"]
