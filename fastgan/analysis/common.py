@@ -17,6 +17,7 @@ from fastgan.config import Config
 from fastgan.data import ImageDataset, load_dataset
 from fastgan.data.augment import resize_uint8
 from fastgan.errors import FastganError
+from fastgan.images import quantize
 
 
 class AnalysisError(FastganError):
@@ -127,8 +128,8 @@ def _is_conv(G: nn.Module) -> bool:
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float (N, C, H, W) -> uint8 (N, C, H, W), as if saved as PNG."""
-    return ((x.clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
+    """[-1, 1] float (N, C, H, W) -> uint8 (N, C, H, W), as if saved as PNG (fastgan.images.quantize)."""
+    return quantize(x)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
