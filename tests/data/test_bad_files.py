@@ -22,6 +22,8 @@ from fastgan.data.items import decode_image, list_images
 from fastgan.data.prepare import open_prepared
 from fastgan.errors import DataError
 
+from .test_bad_input import user_error
+
 
 @contextmanager
 def deadline(seconds: int):
@@ -219,16 +221,6 @@ def prepared(tmp_path, capsys):
                  "--quiet"]) == 0
     capsys.readouterr()
     return tmp_path / "p"
-
-
-def user_error(capsys, argv, *needles) -> str:
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert err.startswith("fastgan: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def test_an_edited_cache_is_refused_on_load(prepared, capsys):
