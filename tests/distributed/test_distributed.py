@@ -275,7 +275,6 @@ def test_single_process_checkpoint_continues_on_two_ranks(tmp_path: Path):
 def test_in_training_fid_across_ranks_equals_one_process(tmp_path: Path, data_dir: Path):
     """Each rank generates and embeds half of the evaluation samples; the logged FID is the one a single process
     computes for the same generator (the checkpoint of the same step)."""
-    from fastgan.config import load_config
     from fastgan.data import load_dataset
     from fastgan.engine.checkpoint import list_checkpoints, load_generator
     from fastgan.metrics.training import make_evaluator
