@@ -18,14 +18,37 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from fastgan import threads
+
+threads.configure()  # the CLI's OpenMP defaults, before torch loads: spin-waits would count as CPU time
 DEFAULT_PRESETS = ("mnist-cdcgan", "mnist-dcgan", "fashion-wgan-gp", "emnist-letters")
 SPLIT_FOR_FID = "test"
+
+
+def device_tag(device) -> str:
+    """``cpu-intel-xeon-processor``, ``cuda-nvidia-h200``: results of different machines never overwrite."""
+
+    import torch
+
+    from fastgan.devices import cpu_model
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    name = re.sub(r"\(r\)|\(tm\)|cpu|@.*$", "", name.lower())
+    return f"{device.type}-" + "-".join(re.findall(r"[a-z0-9]+", name))[:40]
+
+
+def entry_name(preset: str, args) -> str:
+    """The JSON entry a run replaces: the preset, plus its overrides when an experiment changed any."""
+    return " ".join([preset, *args.set] + ([f"threads={args.threads}"] if args.threads else []))
 
 
 def log(msg: str) -> None:
@@ -34,7 +57,11 @@ def log(msg: str) -> None:
 
 def ensure_classifier(dataset: str, device) -> dict:
     from fastgan.config import DataConfig
-    from fastgan.metrics.classifier import default_path, save_classifier, train_classifier
+    from fastgan.metrics.classifier import (
+        default_path,
+        save_classifier,
+        train_classifier,
+    )
 
     path = default_path(dataset)
     if path.is_file():
@@ -45,7 +72,7 @@ def ensure_classifier(dataset: str, device) -> dict:
     return {"path": str(path), "trained_now": True, **{k: v for k, v in report.items() if k != "dataset"}}
 
 
-def calibrate(preset: str, overrides: dict, runs: Path) -> float:
+def calibrate(preset: str, overrides: dict, runs: Path, slug: str) -> float:
     """CPU seconds (all threads, this process) per step of this preset: the difference of a 10-step and a
     40-step run, so start-up and warm-up cancel. CPU time, not wall time, so a busy machine does not
     shrink the budget (on an idle machine wall time is CPU time / threads)."""
@@ -54,7 +81,7 @@ def calibrate(preset: str, overrides: dict, runs: Path) -> float:
 
     used = []
     for steps in (10, 40):
-        cfg = load_config(preset, {**overrides, "train.steps": str(steps), "train.out": str(runs / f"{preset}-calib{steps}"),
+        cfg = load_config(preset, {**overrides, "train.steps": str(steps), "train.out": str(runs / f"{slug}-calib{steps}"),
                                    "train.log_every": "10", "train.sample_every": "100000",
                                    "train.ckpt_every": "100000"})
         t0 = time.process_time()
@@ -121,15 +148,18 @@ def run_preset(preset: str, args, device) -> dict:
         return {"preset": preset, "skipped": f"data unavailable: {e}"}
     clf = ensure_classifier(cfg0.data.dataset, device)
     runs = Path(args.runs)
-    ov = {"train.seed": str(args.seed)}
+    ov = {"train.seed": str(args.seed), **dict(kv.split("=", 1) for kv in args.set)}
+    if args.threads:
+        ov["train.threads"] = str(args.threads)
     import torch
 
-    cpu_per_step = calibrate(preset, ov, runs)
-    threads = torch.get_num_threads()
+    threads = args.threads or torch.get_num_threads()
+    slug = "_".join(re.findall(r"[A-Za-z0-9.-]+", entry_name(preset, args)))
+    cpu_per_step = calibrate(preset, ov, runs, slug)
     steps = max(100, int(args.minutes * 60 * threads / cpu_per_step))
     every = max(50, steps // args.evals)
     log(f"{preset}: {cpu_per_step:.3f} CPU-s/step x {threads} threads -> {steps} steps in {args.minutes} idle-machine minutes, classifier eval every {every}")
-    cfg = load_config(preset, {**ov, "train.steps": str(steps), "train.out": str(runs / preset),
+    cfg = load_config(preset, {**ov, "train.steps": str(steps), "train.out": str(runs / slug),
                                "eval.every": str(every), "eval.inception": "false", "eval.metric": "classifier_fid",
                                "eval.samples": str(args.eval_samples)})
     t0, c0 = time.perf_counter(), time.process_time()
@@ -140,13 +170,16 @@ def run_preset(preset: str, args, device) -> dict:
     final = ev[-1] if ev else {}
     best = min(ev, key=lambda r: r["classifier_fid"]) if ev else {}
     batch = cfg.train.batch_size
-    out = {"preset": preset, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
+    out = {"preset": preset, "entry": entry_name(preset, args), "overrides": ov, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
            "train_cpu_seconds": round(cpu, 1), "threads": threads, "cpu_seconds_per_step": round(cpu_per_step, 4),
            "steps": res.step,
            "images_seen": res.step * batch * cfg.optim.n_critic, "batch_size": batch,
            "classifier": clf, "eval_samples": args.eval_samples,
            "final": {k: v for k, v in final.items() if not k.startswith("classifier_acc_")},
            "best_classifier_fid": {"step": best.get("step"), "value": best.get("classifier_fid")},
+           "curve": [{"step": r["step"], "images_seen": r["step"] * batch * cfg.optim.n_critic,
+                      **{k: round(v, 4) for k, v in r.items() if k in ("classifier_fid", "classifier_acc")}}
+                     for r in ev],
            "checkpoint": str(res.checkpoint), "config": cfg.to_dict()}
     curve(rows, preset, batch * cfg.optim.n_critic, REPO / "docs" / f"quality-{preset}.png")
     best_pt = res.run_dir / "best.pt"
@@ -173,6 +206,9 @@ def main() -> int:
     p.add_argument("--eval-samples", type=int, default=2000)
     p.add_argument("--fid-samples", type=int, default=5000, help="generated images for Inception FID (0 = skip)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key of every preset run (experiments; the JSON entry is named after them)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default, all cores)")
     p.add_argument("--runs", default="runs/quality", help="where the runs are written")
     p.add_argument("--out", default="", help="JSON path (default bench/results/quality-<device>.json)")
     args = p.parse_args()
@@ -187,10 +223,16 @@ def main() -> int:
         log(f"== {preset}")
         results.append(run_preset(preset, args, device))
         log(json.dumps({k: v for k, v in results[-1].items() if k != "config"}))
+    out = Path(args.out or REPO / "bench" / "results" / f"quality-{device_tag(device)}.json")
+    # one file per machine kind; a preset run again replaces its own entry, the others stay
+    old = json.loads(out.read_text()).get("results", []) if out.is_file() else []
+    ran = {r.get("entry", r["preset"]) for r in results}
     doc = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-           "load_average_at_end": os.getloadavg(), "results": results}
-    out = Path(args.out or REPO / "bench" / "results" / f"quality-{device.type}.json")
+           "load_average_at_end": os.getloadavg(),
+           "command": "python bench/quality/run.py " + " ".join(sys.argv[1:]),
+           "results": [r for r in old if r.get("entry", r["preset"]) not in ran] + results}
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     log(f"wrote {out}")
     return 0
