@@ -181,7 +181,7 @@ def run_preset(preset: str, args, device) -> dict:
                       **{k: round(v, 4) for k, v in r.items() if k in ("classifier_fid", "classifier_acc")}}
                      for r in ev],
            "checkpoint": str(res.checkpoint), "config": cfg.to_dict()}
-    curve(rows, preset, batch * cfg.optim.n_critic, REPO / "docs" / f"quality-{preset}.png")
+    curve(rows, preset, batch * cfg.optim.n_critic, Path(args.docs) / f"quality-{preset}.png")
     best_pt = res.run_dir / "best.pt"
     if args.fid_samples:
         out["inception_fid"] = inception_fid(best_pt if best_pt.is_file() else res.checkpoint,
@@ -193,7 +193,7 @@ def run_preset(preset: str, args, device) -> dict:
 
     G, gcfg, _ = load_generator(best_pt if best_pt.is_file() else res.checkpoint, device)
     z, y = fixed_latents(replace(gcfg, train=replace(gcfg.train, grid_size=100)), device)
-    save_grid(generate(G, z, y), REPO / "docs" / f"samples-{preset}.png", grid_columns(gcfg))
+    save_grid(generate(G, z, y), Path(args.docs) / f"samples-{preset}.png", grid_columns(gcfg))
     return out
 
 
@@ -210,6 +210,7 @@ def main() -> int:
                    help="override a config key of every preset run (experiments; the JSON entry is named after them)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default, all cores)")
     p.add_argument("--runs", default="runs/quality", help="where the runs are written")
+    p.add_argument("--docs", default=str(REPO / "docs"), help="where the curve and sample grid PNGs go")
     p.add_argument("--out", default="", help="JSON path (default bench/results/quality-<device>.json)")
     args = p.parse_args()
 
