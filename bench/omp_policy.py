@@ -1,0 +1,83 @@
+"""OpenMP wait policy on a CPU, idle and loaded, in one run: libgomp's default (workers spin before they sleep)
+against fastgan's default (``OMP_WAIT_POLICY=PASSIVE``, fastgan/threads.py).
+
+    python bench/omp_policy.py                   # idle, then with 2 busy-loop processes; ~3 minutes on 2 cores
+    python bench/omp_policy.py --hogs 0 --pairs 3
+
+Each measurement is one ``fastgan bench --case cdcgan-32 --mode eager --batch 64 --rounds 3`` process (2 torch
+threads), the two policies alternating run by run so drift hits both alike. "Loaded" adds ``--hogs`` processes
+that spin in pure Python for the whole measurement (what other jobs on a shared CI machine look like to the
+scheduler). Writes ``bench/results/omp-policy-<cpu>.json`` with every run and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+POLICIES = {"spin (libgomp default)": "ACTIVE", "passive (fastgan default)": None}
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown")
+
+
+def one_run(policy: str | None, threads: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "b.json"
+        cmd = [sys.executable, "-m", "fastgan", "bench", "--case", "cdcgan-32", "--mode", "eager", "--batch", "64",
+               "--rounds", "3", "--device", "cpu", "--threads", str(threads), "--json", str(out)]
+        subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True, text=True)
+        rows = json.loads(out.read_text())["rows"]
+    return {r["mode"]: round(r["images_per_s"], 1) for r in rows}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=2, help="runs per policy and state (alternating)")
+    ap.add_argument("--hogs", type=int, default=2, help="busy-loop processes for the loaded state (0 = idle only)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", help="JSON path (default bench/results/omp-policy-<cpu>.json)")
+    args = ap.parse_args()
+    states = [("idle", 0)] + ([(f"loaded ({args.hogs} busy loops)", args.hogs)] if args.hogs else [])
+    doc = {"what": "fastgan bench --case cdcgan-32 --mode eager --batch 64 --rounds 3, one process per run",
+           "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
+           "load_average_at_start": os.getloadavg(), "states": {}}
+    for state, hogs in states:
+        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
+        try:
+            runs: dict[str, list] = {name: [] for name in POLICIES}
+            for _ in range(args.pairs):
+                for name, policy in POLICIES.items():
+                    runs[name].append(one_run(policy, args.threads))
+                    print(f"[omp] {state:24s} {name:26s} {runs[name][-1]}", file=sys.stderr, flush=True)
+        finally:
+            for p in procs:
+                p.kill()
+        med = {name: statistics.median(r["eager"] for r in rs) for name, rs in runs.items()}
+        doc["states"][state] = {"runs": runs, "median_eager_images_per_s": med,
+                                "passive_over_spin": round(med["passive (fastgan default)"] / med["spin (libgomp default)"], 3)}
+    tag = "-".join(re.findall(r"[a-z0-9]+", re.sub(r"\(r\)|\(tm\)|processor|cpu", "", doc["cpu"].lower())))[:40]
+    out = Path(args.out or REPO / "bench" / "results" / f"omp-policy-{tag}.json")
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    for state, v in doc["states"].items():
+        print(f"{state}: {v['median_eager_images_per_s']} -> passive/spin {v['passive_over_spin']}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
