@@ -4,9 +4,8 @@
     python bench/quality/run.py --presets mnist-cdcgan --minutes 10 --fid-samples 5000
 
 Per preset: the domain classifier of its dataset is trained once if missing (cached); two short calibration
-runs measure the CPU time of a step, so ``train.steps`` fills the budget (minutes x threads of CPU time, which a
-busy machine stretches in wall time but does not shrink); the run evaluates with the classifier every
-``--eval-every`` steps (classifier-FID, and for conditional models the accuracy of a classifier on generated
+runs measure the wall time of a step, so ``train.steps`` fills the budget (run it on an otherwise idle machine:
+the load average is recorded); the run evaluates with the classifier every ``--evals``-th of the run (classifier-FID, and for conditional models the accuracy of a classifier on generated
 labels); finally Inception FID of ``--fid-samples`` generated images against the full test split's cached
 statistics. Writes ``bench/results/quality-<device>.json`` (budget, steps, images seen, device, every number
 with its protocol) and the quality-vs-images curve of each run as ``docs/quality-<preset>.png``.
@@ -19,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -73,9 +73,10 @@ def ensure_classifier(dataset: str, device) -> dict:
 
 
 def calibrate(preset: str, overrides: dict, runs: Path, slug: str) -> float:
-    """CPU seconds (all threads, this process) per step of this preset: the difference of a 10-step and a
-    40-step run, so start-up and warm-up cancel. CPU time, not wall time, so a busy machine does not
-    shrink the budget (on an idle machine wall time is CPU time / threads)."""
+    """Wall seconds per step of this preset: the difference of a 10-step and a 40-step run, so start-up and
+    warm-up cancel. Wall time, as a user waits for it: run the benchmark on an otherwise idle machine (the
+    load average is recorded). CPU time would not do: with OMP_WAIT_POLICY=PASSIVE the threads sleep through
+    the serial parts of a step, so CPU time / threads undercounts the wall time by 15-20 %."""
     from fastgan.config import load_config
     from fastgan.engine import train
 
@@ -84,9 +85,10 @@ def calibrate(preset: str, overrides: dict, runs: Path, slug: str) -> float:
         cfg = load_config(preset, {**overrides, "train.steps": str(steps), "train.out": str(runs / f"{slug}-calib{steps}"),
                                    "train.log_every": "10", "train.sample_every": "100000",
                                    "train.ckpt_every": "100000"})
-        t0 = time.process_time()
+        shutil.rmtree(cfg.train.out, ignore_errors=True)  # scratch: a calibration run is never continued
+        t0 = time.perf_counter()
         train(cfg, quiet=True)
-        used.append(time.process_time() - t0)
+        used.append(time.perf_counter() - t0)
     return max((used[1] - used[0]) / 30, 1e-3)
 
 
@@ -155,13 +157,16 @@ def run_preset(preset: str, args, device) -> dict:
 
     threads = args.threads or torch.get_num_threads()
     slug = "_".join(re.findall(r"[A-Za-z0-9.-]+", entry_name(preset, args)))
-    cpu_per_step = calibrate(preset, ov, runs, slug)
-    steps = max(100, int(args.minutes * 60 * threads / cpu_per_step))
+    load_at_start = os.getloadavg()[0]
+    wall_per_step = calibrate(preset, ov, runs, slug)
+    steps = max(100, int(args.minutes * 60 / wall_per_step))
     every = max(50, steps // args.evals)
-    log(f"{preset}: {cpu_per_step:.3f} CPU-s/step x {threads} threads -> {steps} steps in {args.minutes} idle-machine minutes, classifier eval every {every}")
+    log(f"{preset}: {wall_per_step:.3f} s/step ({threads} threads, load average {load_at_start:.1f}) -> {steps} steps "
+        f"in {args.minutes} minutes, classifier eval every {every}")
     cfg = load_config(preset, {**ov, "train.steps": str(steps), "train.out": str(runs / slug),
                                "eval.every": str(every), "eval.inception": "false", "eval.metric": "classifier_fid",
                                "eval.samples": str(args.eval_samples)})
+    shutil.rmtree(cfg.train.out, ignore_errors=True)  # the benchmark's own folder: every run starts fresh
     t0, c0 = time.perf_counter(), time.process_time()
     res = train(cfg, quiet=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -171,7 +176,8 @@ def run_preset(preset: str, args, device) -> dict:
     best = min(ev, key=lambda r: r["classifier_fid"]) if ev else {}
     batch = cfg.train.batch_size
     out = {"preset": preset, "entry": entry_name(preset, args), "overrides": ov, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
-           "train_cpu_seconds": round(cpu, 1), "threads": threads, "cpu_seconds_per_step": round(cpu_per_step, 4),
+           "train_cpu_seconds": round(cpu, 1), "threads": threads, "seconds_per_step": round(wall_per_step, 4),
+           "load_average_at_start": load_at_start,
            "steps": res.step,
            "images_seen": res.step * batch * cfg.optim.n_critic, "batch_size": batch,
            "classifier": clf, "eval_samples": args.eval_samples,
@@ -201,7 +207,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
     p.add_argument("--minutes", type=float, default=10.0,
-                   help="training budget per preset, in idle-machine minutes (= CPU time / threads)")
+                   help="training budget per preset, in minutes of wall time (calibrated; run on an idle machine)")
     p.add_argument("--evals", type=int, default=10, help="classifier evaluations over the run")
     p.add_argument("--eval-samples", type=int, default=2000)
     p.add_argument("--fid-samples", type=int, default=5000, help="generated images for Inception FID (0 = skip)")
