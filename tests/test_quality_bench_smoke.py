@@ -24,7 +24,7 @@ def test_quality_bench_runs_end_to_end(tmp_path):
     out, docs = tmp_path / "q.json", tmp_path / "docs"
     fid = ["--fid-samples", "50" if with_fid else "0"]
     env = {**os.environ, "FASTGAN_CACHE": str(tmp_path / "cache"), "FASTGAN_DATA": str(data)}
-    cmd = [sys.executable, str(REPO / "bench" / "quality" / "run.py"), "--presets", "digits-cdcgan", "--minutes", "0.01",
+    cmd = [sys.executable, str(REPO / "bench" / "quality" / "run.py"), "--presets", "digits-cdcgan", "--steps", "100",
            "--evals", "2", "--eval-samples", "200", "--runs", str(tmp_path / "runs"), "--docs", str(docs),
            "--out", str(out), "--set", "optim.ema_start=10", *fid]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)

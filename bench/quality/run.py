@@ -19,7 +19,9 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -141,6 +143,7 @@ def run_preset(preset: str, args, device) -> dict:
     from fastgan.config import load_config
     from fastgan.data import load_dataset
     from fastgan.engine import train
+    from fastgan.engine.runfolder import TrainingStopped
     from fastgan.errors import FastganError
 
     cfg0 = load_config(preset)
@@ -158,46 +161,66 @@ def run_preset(preset: str, args, device) -> dict:
     threads = args.threads or torch.get_num_threads()
     slug = "_".join(re.findall(r"[A-Za-z0-9.-]+", entry_name(preset, args)))
     load_at_start = os.getloadavg()[0]
-    wall_per_step = calibrate(preset, ov, runs, slug)
-    steps = max(100, int(args.minutes * 60 / wall_per_step))
-    every = max(50, steps // args.evals)
-    log(f"{preset}: {wall_per_step:.3f} s/step ({threads} threads, load average {load_at_start:.1f}) -> {steps} steps "
-        f"in {args.minutes} minutes, classifier eval every {every}")
-    cfg = load_config(preset, {**ov, "train.steps": str(steps), "train.out": str(runs / slug),
+    budget_s = args.minutes * 60
+    if args.steps:  # a fixed step count, no clock (smoke tests, reproducing a run)
+        wall_per_step, expected, cap = 0.0, args.steps, args.steps
+        log(f"{preset}: {cap} steps (fixed), load average {load_at_start:.1f}")
+    else:
+        wall_per_step = calibrate(preset, ov, runs, slug)
+        expected = max(100, int(budget_s / wall_per_step))
+        cap = 3 * expected  # the clock stops the run; the cap only bounds it (calibration runs ~1.2-1.5x fast)
+        log(f"{preset}: {wall_per_step:.3f} s/step in calibration ({threads} threads, load average "
+            f"{load_at_start:.1f}) -> ~{expected} steps; the run stops at {args.minutes} minutes")
+    every = max(50, expected // args.evals)
+    cfg = load_config(preset, {**ov, "train.steps": str(cap), "train.out": str(runs / slug),
                                "eval.every": str(every), "eval.inception": "false", "eval.metric": "classifier_fid",
                                "eval.samples": str(args.eval_samples)})
     shutil.rmtree(cfg.train.out, ignore_errors=True)  # the benchmark's own folder: every run starts fresh
+    run_dir = Path(cfg.train.out)
+    # The wall clock ends the run: SIGTERM at the deadline makes the trainer checkpoint the step it is on and
+    # stop (the same path as a user's Ctrl-C), evaluations and sample grids inside the budget.
+    timer = threading.Timer(budget_s, os.kill, (os.getpid(), signal.SIGTERM)) if not args.steps else None
     t0, c0 = time.perf_counter(), time.process_time()
-    res = train(cfg, quiet=True)
+    try:
+        if timer is not None:
+            timer.start()
+        res = train(cfg, quiet=True)
+        step, last_ckpt = res.step, res.checkpoint
+    except TrainingStopped as e:
+        last_ckpt = e.checkpoint
+        step = int(re.search(r"step-(\d+)", last_ckpt.name).group(1))
+    finally:
+        if timer is not None:
+            timer.cancel()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rows = [json.loads(ln) for ln in (res.run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     ev = [r for r in rows if "classifier_fid" in r]
     final = ev[-1] if ev else {}
     best = min(ev, key=lambda r: r["classifier_fid"]) if ev else {}
     batch = cfg.train.batch_size
     out = {"preset": preset, "entry": entry_name(preset, args), "overrides": ov, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
-           "train_cpu_seconds": round(cpu, 1), "threads": threads, "seconds_per_step": round(wall_per_step, 4),
+           "train_cpu_seconds": round(cpu, 1), "threads": threads, "calibration_seconds_per_step": round(wall_per_step, 4),
            "load_average_at_start": load_at_start,
-           "steps": res.step,
-           "images_seen": res.step * batch * cfg.optim.n_critic, "batch_size": batch,
+           "steps": step, "stopped_by": "fixed step count" if args.steps else "the clock",
+           "images_seen": step * batch * cfg.optim.n_critic, "batch_size": batch,
            "classifier": clf, "eval_samples": args.eval_samples,
            "final": {k: v for k, v in final.items() if not k.startswith("classifier_acc_")},
            "best_classifier_fid": {"step": best.get("step"), "value": best.get("classifier_fid")},
            "curve": [{"step": r["step"], "images_seen": r["step"] * batch * cfg.optim.n_critic,
                       **{k: round(v, 4) for k, v in r.items() if k in ("classifier_fid", "classifier_acc")}}
                      for r in ev],
-           "checkpoint": str(res.checkpoint), "config": cfg.to_dict()}
+           "checkpoint": str(last_ckpt), "config": cfg.to_dict()}
     curve(rows, preset, batch * cfg.optim.n_critic, Path(args.docs) / f"quality-{preset}.png")
-    best_pt = res.run_dir / "best.pt"
+    best_pt = run_dir / "best.pt"
     if args.fid_samples:
-        out["inception_fid"] = inception_fid(best_pt if best_pt.is_file() else res.checkpoint,
+        out["inception_fid"] = inception_fid(best_pt if best_pt.is_file() else last_ckpt,
                                              cfg.data.dataset, args.fid_samples, runs / "stats")
         out["inception_fid"]["checkpoint"] = "best.pt (lowest classifier-FID)" if best_pt.is_file() else "final"
     from fastgan.engine.checkpoint import load_generator
     from fastgan.engine.sampling import fixed_latents, generate, grid_columns
     from fastgan.images import save_grid
 
-    G, gcfg, _ = load_generator(best_pt if best_pt.is_file() else res.checkpoint, device)
+    G, gcfg, _ = load_generator(best_pt if best_pt.is_file() else last_ckpt, device)
     z, y = fixed_latents(replace(gcfg, train=replace(gcfg.train, grid_size=100)), device)
     save_grid(generate(G, z, y), Path(args.docs) / f"samples-{preset}.png", grid_columns(gcfg))
     return out
@@ -208,6 +231,7 @@ def main() -> int:
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
     p.add_argument("--minutes", type=float, default=10.0,
                    help="training budget per preset, in minutes of wall time (calibrated; run on an idle machine)")
+    p.add_argument("--steps", type=int, default=0, help="train this many steps instead of a timed budget (0 = timed)")
     p.add_argument("--evals", type=int, default=10, help="classifier evaluations over the run")
     p.add_argument("--eval-samples", type=int, default=2000)
     p.add_argument("--fid-samples", type=int, default=5000, help="generated images for Inception FID (0 = skip)")
