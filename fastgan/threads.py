@@ -30,6 +30,8 @@ def configure(environ: MutableMapping[str, str] | None = None) -> dict[str, str]
     env = os.environ if environ is None else environ
     if environ is None and "torch" in sys.modules:
         return {}  # the OpenMP runtime has read the environment already
+    if "GOMP_SPINCOUNT" in env:  # the user chose how long workers spin: PASSIVE (spin 0) would override it
+        return {}
     chosen = {k: v for k, v in DEFAULTS.items() if k not in env}
     env.update(chosen)
     return chosen

@@ -15,6 +15,8 @@ def test_defaults_fill_only_what_the_user_left_unset():
     assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
     mine = {"OMP_WAIT_POLICY": "ACTIVE"}
     assert threads.configure(mine) == {} and mine == {"OMP_WAIT_POLICY": "ACTIVE"}
+    spin = {"GOMP_SPINCOUNT": "10000"}  # a chosen spin count: PASSIVE (spin count 0) would silently override it
+    assert threads.configure(spin) == {} and spin == {"GOMP_SPINCOUNT": "10000"}
 
 
 def test_cli_sets_the_policy_before_torch_is_imported():
