@@ -8,11 +8,16 @@ CI-class machine under load (load average 10-12, other engineers' jobs), 20 step
 (2 threads) took 58-67 s with libgomp's default and 6-13 s with ``OMP_WAIT_POLICY=PASSIVE`` (workers
 sleep at once), against 5-7 s with one thread; ``GOMP_SPINCOUNT`` 1k/10k landed in between and 100k
 was worse than the default. At load 7 the same 20 steps took 7-29 s before and 2.0 s after (README,
-Benchmarks). PASSIVE keeps the thread count, so an idle machine still uses every core.
+Benchmarks). But PASSIVE cost 13 % on an idle machine (every barrier pays a futex wake-up), so the default
+is now a short spin, ``GOMP_SPINCOUNT=10000``: `bench/omp_policy.py` on an idle 2-core Intel Xeon (SPR),
+cDCGAN-32 eager, relative to libgomp's default: short spin 0.99 idle and 1.80 with two busy loops; PASSIVE
+0.87 and 1.53. (Under heavier load, 10-20 on the AMD EPYC, an earlier measurement put 10k between the two;
+that machine could not be measured again.) The thread count is kept, so an idle machine uses every core.
 
 libgomp reads these variables once, when it is loaded (``import torch``), so they must be in the
 environment before that; a process that imported torch already is left alone. A variable the user
-set (``OMP_WAIT_POLICY=ACTIVE``, ``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``) always wins. Python users
+set (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``) always wins; either of the first two
+leaves the other unset too, as libgomp would see it without fastgan. Python users
 who want the same default call ``configure()`` before importing torch.
 """
 
@@ -22,7 +27,10 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+# A short spin (libgomp's default is 300,000 polls): as fast as the default on an idle machine and faster than
+# PASSIVE under load (bench/omp_policy.py, 2-core Intel Xeon SPR, cDCGAN-32 eager images/s relative to the
+# libgomp default: idle 0.99 vs PASSIVE's 0.87; with 2 busy loops 1.80 vs PASSIVE's 1.53).
+DEFAULTS = {"GOMP_SPINCOUNT": "10000"}
 
 
 def configure(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -30,7 +38,7 @@ def configure(environ: MutableMapping[str, str] | None = None) -> dict[str, str]
     env = os.environ if environ is None else environ
     if environ is None and "torch" in sys.modules:
         return {}  # the OpenMP runtime has read the environment already
-    if "GOMP_SPINCOUNT" in env:  # the user chose how long workers spin: PASSIVE (spin 0) would override it
+    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:  # the user chose how workers wait
         return {}
     chosen = {k: v for k, v in DEFAULTS.items() if k not in env}
     env.update(chosen)

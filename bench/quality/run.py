@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from fastgan import threads
 
-threads.configure()  # the CLI's OpenMP defaults, before torch loads: spin-waits would count as CPU time
+threads.configure()  # the CLI's OpenMP defaults, before torch loads
 DEFAULT_PRESETS = ("mnist-cdcgan", "mnist-dcgan", "fashion-wgan-gp", "emnist-letters")
 SPLIT_FOR_FID = "test"
 
@@ -77,7 +77,7 @@ def ensure_classifier(dataset: str, device) -> dict:
 def calibrate(preset: str, overrides: dict, runs: Path, slug: str) -> float:
     """Wall seconds per step of this preset: the difference of a 10-step and a 40-step run, so start-up and
     warm-up cancel. Wall time, as a user waits for it: run the benchmark on an otherwise idle machine (the
-    load average is recorded). CPU time would not do: with OMP_WAIT_POLICY=PASSIVE the threads sleep through
+    load average is recorded). CPU time would not do: sleeping OpenMP workers (PASSIVE, or a short spin) pass through
     the serial parts of a step, so CPU time / threads undercounts the wall time by 15-20 %."""
     from fastgan.config import load_config
     from fastgan.engine import train
