@@ -5,7 +5,7 @@ before they sleep), ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) and fastgan's de
     python bench/omp_policy.py --hogs 0 --pairs 3
 
 Each measurement is one ``fastgan bench --case cdcgan-32 --mode eager --batch 64 --rounds 3`` process (2 torch
-threads), the two policies alternating run by run so drift hits both alike. "Loaded" adds ``--hogs`` processes
+threads), the policies alternating run by run so drift hits them alike. "Loaded" adds ``--hogs`` processes
 that spin in pure Python for the whole measurement (what other jobs on a shared CI machine look like to the
 scheduler). Writes ``bench/results/omp-policy-<cpu>.json`` with every run and the medians.
 """
@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fastgan.devices import cpu_model  # torch loads here too; each measurement is its own process
+
 # name -> the environment a run gets (None: fastgan's own default, whatever fastgan/threads.py sets)
 POLICIES = {"spin (libgomp default)": {"OMP_WAIT_POLICY": "ACTIVE"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
             "fastgan default": None}
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown")
 
 
 def one_run(policy: dict | None, threads: int) -> dict:

@@ -24,16 +24,21 @@ def test_quality_bench_runs_end_to_end(tmp_path):
     out, docs = tmp_path / "q.json", tmp_path / "docs"
     fid = ["--fid-samples", "50" if with_fid else "0"]
     env = {**os.environ, "FASTGAN_CACHE": str(tmp_path / "cache"), "FASTGAN_DATA": str(data)}
-    cmd = [sys.executable, str(REPO / "bench" / "quality" / "run.py"), "--presets", "digits-cdcgan", "--steps", "100",
-           "--evals", "2", "--eval-samples", "200", "--runs", str(tmp_path / "runs"), "--docs", str(docs),
-           "--out", str(out), "--set", "optim.ema_start=10", *fid]
-    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert r.returncode == 0, r.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    base = [sys.executable, str(REPO / "bench" / "quality" / "run.py"), "--presets", "digits-cdcgan", "--evals", "2",
+            "--eval-samples", "200", "--runs", str(tmp_path / "runs"), "--docs", str(docs), "--out", str(out)]
+
+    def bench(*extra: str) -> dict:
+        r = subprocess.run([*base, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+                           check=False)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    doc = bench("--steps", "100", "--set", "optim.ema_start=10", *fid)
     assert doc["device"].startswith("CPU") and doc["command"].startswith("python bench/quality/run.py")
     (res,) = doc["results"]
     assert res["entry"] == "digits-cdcgan optim.ema_start=10" and res["overrides"]["optim.ema_start"] == "10"
-    assert res["steps"] == 100 and res["images_seen"] == 100 * res["batch_size"]
+    assert res["steps"] == 100 and res["stopped_by"] == "fixed step count"
+    assert res["images_seen"] == 100 * res["batch_size"]
     assert res["classifier"]["trained_now"] is True  # into the test's own cache, not the user's
     assert [p["step"] for p in res["curve"]] == [50, 100]
     assert all(0 <= p["classifier_acc"] <= 1 and p["classifier_fid"] > 0 for p in res["curve"])
@@ -44,9 +49,9 @@ def test_quality_bench_runs_end_to_end(tmp_path):
     assert (docs / "quality-digits-cdcgan.png").stat().st_size > 1000
     assert (docs / "samples-digits-cdcgan.png").stat().st_size > 1000
 
-    # a second entry for the same machine is merged in, the first kept
-    r = subprocess.run([*cmd[:-2 - len(fid)], "--set", "optim.ema_start=20", "--fid-samples", "0"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=900, check=False)
-    assert r.returncode == 0, r.stderr[-3000:]
-    entries = [e["entry"] for e in json.loads(out.read_text())["results"]]
-    assert entries == ["digits-cdcgan optim.ema_start=10", "digits-cdcgan optim.ema_start=20"]
+    # the timed form: the clock (12 s) stops the run before its step cap, and the entry is merged in
+    doc = bench("--minutes", "0.2", "--set", "optim.ema_start=20", "--fid-samples", "0")
+    assert [e["entry"] for e in doc["results"]] == ["digits-cdcgan optim.ema_start=10", "digits-cdcgan optim.ema_start=20"]
+    timed = doc["results"][1]
+    assert timed["stopped_by"] == "the clock" and 0 < timed["steps"] < timed["config"]["train"]["steps"]
+    assert 12 <= timed["train_wall_seconds"] < 60

@@ -3,12 +3,14 @@
     python bench/quality/run.py --minutes 10                      # every preset whose data is present
     python bench/quality/run.py --presets mnist-cdcgan --minutes 10 --fid-samples 5000
 
-Per preset: the domain classifier of its dataset is trained once if missing (cached); two short calibration
-runs measure the wall time of a step, so ``train.steps`` fills the budget (run it on an otherwise idle machine:
-the load average is recorded); the run evaluates with the classifier every ``--evals``-th of the run (classifier-FID, and for conditional models the accuracy of a classifier on generated
-labels); finally Inception FID of ``--fid-samples`` generated images against the full test split's cached
-statistics. Writes ``bench/results/quality-<device>.json`` (budget, steps, images seen, device, every number
-with its protocol) and the quality-vs-images curve of each run as ``docs/quality-<preset>.png``.
+Per preset: the domain classifier of its dataset is trained once if missing (cached); the run trains until
+the wall clock reaches ``--minutes`` (the script then SIGTERMs itself and the trainer checkpoints the step it is
+on; run it on an otherwise idle machine: the load average is recorded), evaluating with the classifier about
+``--evals`` times (classifier-FID, and for conditional models the accuracy of a classifier on generated labels;
+two short calibration runs set that cadence); finally Inception FID of ``--fid-samples`` generated images
+against the full test split's cached statistics. Writes ``bench/results/quality-<device>.json`` (budget, steps,
+images seen, device, every number with its protocol), the quality-vs-images curve of each run as
+``docs/quality-<preset>.png`` and a sample grid as ``docs/samples-<preset>.png``.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def run_preset(preset: str, args, device) -> dict:
         ov["train.threads"] = str(args.threads)
     import torch
 
-    threads = args.threads or torch.get_num_threads()
+    n_threads = args.threads or torch.get_num_threads()
     slug = "_".join(re.findall(r"[A-Za-z0-9.-]+", entry_name(preset, args)))
     load_at_start = os.getloadavg()[0]
     budget_s = args.minutes * 60
@@ -169,7 +171,7 @@ def run_preset(preset: str, args, device) -> dict:
         wall_per_step = calibrate(preset, ov, runs, slug)
         expected = max(100, int(budget_s / wall_per_step))
         cap = 3 * expected  # the clock stops the run; the cap only bounds it (calibration runs ~1.2-1.5x fast)
-        log(f"{preset}: {wall_per_step:.3f} s/step in calibration ({threads} threads, load average "
+        log(f"{preset}: {wall_per_step:.3f} s/step in calibration ({n_threads} threads, load average "
             f"{load_at_start:.1f}) -> ~{expected} steps; the run stops at {args.minutes} minutes")
     every = max(50, expected // args.evals)
     cfg = load_config(preset, {**ov, "train.steps": str(cap), "train.out": str(runs / slug),
@@ -199,7 +201,7 @@ def run_preset(preset: str, args, device) -> dict:
     best = min(ev, key=lambda r: r["classifier_fid"]) if ev else {}
     batch = cfg.train.batch_size
     out = {"preset": preset, "entry": entry_name(preset, args), "overrides": ov, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
-           "train_cpu_seconds": round(cpu, 1), "threads": threads, "calibration_seconds_per_step": round(wall_per_step, 4),
+           "train_cpu_seconds": round(cpu, 1), "threads": n_threads, "calibration_seconds_per_step": round(wall_per_step, 4),
            "load_average_at_start": load_at_start,
            "steps": step, "stopped_by": "fixed step count" if args.steps else "the clock",
            "images_seen": step * batch * cfg.optim.n_critic, "batch_size": batch,
@@ -212,15 +214,15 @@ def run_preset(preset: str, args, device) -> dict:
            "checkpoint": str(last_ckpt), "config": cfg.to_dict()}
     curve(rows, preset, batch * cfg.optim.n_critic, Path(args.docs) / f"quality-{preset}.png")
     best_pt = run_dir / "best.pt"
+    kept = best_pt if best_pt.is_file() else last_ckpt  # the generator the FID and the sample grid are of
     if args.fid_samples:
-        out["inception_fid"] = inception_fid(best_pt if best_pt.is_file() else last_ckpt,
-                                             cfg.data.dataset, args.fid_samples, runs / "stats")
-        out["inception_fid"]["checkpoint"] = "best.pt (lowest classifier-FID)" if best_pt.is_file() else "final"
+        out["inception_fid"] = inception_fid(kept, cfg.data.dataset, args.fid_samples, runs / "stats")
+        out["inception_fid"]["checkpoint"] = "best.pt (lowest classifier-FID)" if kept == best_pt else "final"
     from fastgan.engine.checkpoint import load_generator
     from fastgan.engine.sampling import fixed_latents, generate, grid_columns
     from fastgan.images import save_grid
 
-    G, gcfg, _ = load_generator(best_pt if best_pt.is_file() else last_ckpt, device)
+    G, gcfg, _ = load_generator(kept, device)
     z, y = fixed_latents(replace(gcfg, train=replace(gcfg.train, grid_size=100)), device)
     save_grid(generate(G, z, y), Path(args.docs) / f"samples-{preset}.png", grid_columns(gcfg))
     return out
