@@ -26,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fastgan.devices import cpu_model  # torch loads here too; each measurement is its own process
+# torch loads here too (harmless: each measurement is its own process)
+from fastgan.devices import cpu_model
 
 # name -> the environment a run gets (None: fastgan's own default, whatever fastgan/threads.py sets)
 POLICIES = {"spin (libgomp default)": {"OMP_WAIT_POLICY": "ACTIVE"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
