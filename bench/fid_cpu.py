@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ import torch
 
 from fastgan.config import DataConfig
 from fastgan.data import load_dataset
-from fastgan.devices import cpu_model
+from fastgan.devices import cpu_model, device_tag
 from fastgan.metrics import inception as inc
 
 
@@ -82,8 +81,7 @@ def main() -> int:
         "speedup": round(ips["onnxruntime"] / ips["torch"], 2),
         "max_abs_feature_diff": diff, "max_abs_feature": float(feats["torch"].abs().max()),
     }
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-")
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"fid-inception-cpu-{slug}.json"
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"fid-inception-{device_tag('cpu')}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"{cpu}, {doc['torch_threads']} threads, load {load[0]:.1f}: torch {ips['torch']:.2f} img/s, onnxruntime "
           f"{ips['onnxruntime']:.2f} img/s ({doc['speedup']}x); max feature difference {diff:.2e} -> {out}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # torch loads here too (harmless: each measurement is its own process)
-from fastgan.devices import cpu_model
+from fastgan.devices import cpu_model, device_tag
 
 # name -> the environment a run gets (None: fastgan's own default, whatever fastgan/threads.py sets)
 POLICIES = {"spin (libgomp default)": {"OMP_WAIT_POLICY": "ACTIVE"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -72,8 +71,7 @@ def main() -> int:
         spin = med["spin (libgomp default)"]
         doc["states"][state] = {"runs": runs, "median_eager_images_per_s": med,
                                 "over_spin": {k: round(v / spin, 3) for k, v in med.items()}}
-    tag = "-".join(re.findall(r"[a-z0-9]+", re.sub(r"\(r\)|\(tm\)|processor|cpu", "", doc["cpu"].lower())))[:40]
-    out = Path(args.out or REPO / "bench" / "results" / f"omp-policy-{tag}.json")
+    out = Path(args.out or REPO / "bench" / "results" / f"omp-policy-{device_tag('cpu')}.json")
     out.write_text(json.dumps(doc, indent=2) + "\n")
     for state, v in doc["states"].items():
         print(f"{state}: {v['median_eager_images_per_s']} -> x spin {v['over_spin']}")

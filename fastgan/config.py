@@ -545,7 +545,7 @@ def _key_line(text: str, section: str, name: str) -> int:
     return next((i for i, ln in enumerate(lines, 1) if re.search(rf'\b{re.escape(name)}\b', ln)), 0)
 
 
-def _type_problem(value: Any, hint: Any) -> str | None:
+def type_problem(value: Any, hint: Any) -> str | None:
     """Why ``value`` (as a TOML/JSON parser returns it) cannot be a field of type ``hint``, or None."""
     if hint is bool:
         return None if isinstance(value, bool) else "true or false"
@@ -614,7 +614,7 @@ def load_config_file(path: str) -> ConfigFile:
             if key not in hints:
                 raise ConfigError(f"config file {path}, line {line}: unknown key '{key}' "
                                   "(`fastgan train --dry-run` prints every key)")
-            why = _type_problem(value, hints[key])
+            why = type_problem(value, hints[key])
             if why:
                 raise ConfigError(f"config file {path}, line {line}: {key} must be {why}, got {json.dumps(value)}")
             overrides[key] = tuple(value) if isinstance(value, list) else value

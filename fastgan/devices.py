@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -34,6 +35,15 @@ def cpu_model() -> str:
             return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "") or "unknown"
     except OSError:
         return "unknown"
+
+
+def device_tag(device: torch.device | str = "cpu") -> str:
+    """A file-name slug for result files, one per machine kind: ``cpu-intel-xeon``, ``cpu-amd-epyc``,
+    ``cuda-nvidia-h200``. Trademark marks, "processor"/"cpu" and clock suffixes are dropped."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    name = re.sub(r"\(r\)|\(tm\)|\bprocessor\b|\bcpu\b|@.*$", " ", name.lower())
+    return f"{device.type}-" + "-".join(re.findall(r"[a-z0-9]+", name))[:40].strip("-")
 
 
 def device_name(device: torch.device) -> str:

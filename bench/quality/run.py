@@ -7,7 +7,7 @@ Per preset: the domain classifier of its dataset is trained once if missing (cac
 the wall clock reaches ``--minutes`` (the script then SIGTERMs itself and the trainer checkpoints the step it is
 on; run it on an otherwise idle machine: the load average is recorded), evaluating with the classifier about
 ``--evals`` times (classifier-FID, and for conditional models the accuracy of a classifier on generated labels;
-two short calibration runs set that cadence); finally Inception FID of ``--fid-samples`` generated images
+a short calibration run sets that cadence); finally Inception FID of ``--fid-samples`` generated images
 against the full test split's cached statistics. Writes ``bench/results/quality-<device>.json`` (budget, steps,
 images seen, device, every number with its protocol), the quality-vs-images curve of each run as
 ``docs/quality-<preset>.png`` and a sample grid as ``docs/samples-<preset>.png``.
@@ -38,21 +38,10 @@ DEFAULT_PRESETS = ("mnist-cdcgan", "mnist-dcgan", "fashion-wgan-gp", "emnist-let
 SPLIT_FOR_FID = "test"
 
 
-def device_tag(device) -> str:
-    """``cpu-intel-xeon-processor``, ``cuda-nvidia-h200``: results of different machines never overwrite."""
-
-    import torch
-
-    from fastgan.devices import cpu_model
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    name = re.sub(r"\(r\)|\(tm\)|cpu|@.*$", "", name.lower())
-    return f"{device.type}-" + "-".join(re.findall(r"[a-z0-9]+", name))[:40]
-
-
 def entry_name(preset: str, args) -> str:
     """The JSON entry a run replaces: the preset, plus its overrides when an experiment changed any."""
-    return " ".join([preset, *args.set] + ([f"threads={args.threads}"] if args.threads else []))
+    return " ".join([preset, *args.set] + ([f"threads={args.threads}"] if args.threads else [])
+                    + (["--plain"] if args.plain else []))
 
 
 def log(msg: str) -> None:
@@ -77,23 +66,24 @@ def ensure_classifier(dataset: str, device) -> dict:
 
 
 def calibrate(preset: str, overrides: dict, runs: Path, slug: str) -> float:
-    """Wall seconds per step of this preset: the difference of a 10-step and a 40-step run, so start-up and
-    warm-up cancel. Wall time, as a user waits for it: run the benchmark on an otherwise idle machine (the
-    load average is recorded). CPU time would not do: sleeping OpenMP workers (PASSIVE, or a short spin) pass through
-    the serial parts of a step, so CPU time / threads undercounts the wall time by 15-20 %."""
+    """Wall seconds per step of this preset, in steady state: the median of the logged throughput over steps
+    10-40 of a short run (the first steps pay one-time costs: oneDNN primitive creation, allocator warm-up).
+    Wall time, as a user waits for it: run the benchmark on an otherwise idle machine (the load average is
+    recorded). CPU time would not do: sleeping OpenMP workers (PASSIVE, or a short spin) pass through the
+    serial parts of a step, so CPU time / threads undercounts the wall time by 15-20 %."""
+    import statistics
+
     from fastgan.config import load_config
     from fastgan.engine import train
 
-    used = []
-    for steps in (10, 40):
-        cfg = load_config(preset, {**overrides, "train.steps": str(steps), "train.out": str(runs / f"{slug}-calib{steps}"),
-                                   "train.log_every": "10", "train.sample_every": "100000",
-                                   "train.ckpt_every": "100000"})
-        shutil.rmtree(cfg.train.out, ignore_errors=True)  # scratch: a calibration run is never continued
-        t0 = time.perf_counter()
-        train(cfg, quiet=True)
-        used.append(time.perf_counter() - t0)
-    return max((used[1] - used[0]) / 30, 1e-3)
+    cfg = load_config(preset, {**overrides, "train.steps": "40", "train.out": str(runs / f"{slug}-calib"),
+                               "train.log_every": "10", "train.sample_every": "100000",
+                               "train.ckpt_every": "100000"})
+    shutil.rmtree(cfg.train.out, ignore_errors=True)  # scratch: a calibration run is never continued
+    train(cfg, quiet=True)
+    rows = [json.loads(ln) for ln in (Path(cfg.train.out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    ips = [r["images_per_s"] for r in rows if "images_per_s" in r and r["step"] > 10]
+    return cfg.train.batch_size / statistics.median(ips)
 
 
 def inception_fid(checkpoint: Path, dataset: str, samples: int, stats_dir: Path) -> dict:
@@ -155,7 +145,8 @@ def run_preset(preset: str, args, device) -> dict:
         return {"preset": preset, "skipped": f"data unavailable: {e}"}
     clf = ensure_classifier(cfg0.data.dataset, device)
     runs = Path(args.runs)
-    ov = {"train.seed": str(args.seed), **dict(kv.split("=", 1) for kv in args.set)}
+    ov = {"train.seed": str(args.seed), **({} if args.plain else {"train.fast": "true"}),
+          **dict(kv.split("=", 1) for kv in args.set)}
     if args.threads:
         ov["train.threads"] = str(args.threads)
     import torch
@@ -181,7 +172,10 @@ def run_preset(preset: str, args, device) -> dict:
     run_dir = Path(cfg.train.out)
     # The wall clock ends the run: SIGTERM at the deadline makes the trainer checkpoint the step it is on and
     # stop (the same path as a user's Ctrl-C), evaluations and sample grids inside the budget.
+    # Outside train() a no-op handler holds SIGTERM, so a deadline landing just after train() returned (its
+    # handlers gone) cannot kill the process; join() makes sure the timer thread has finished before it goes.
     timer = threading.Timer(budget_s, os.kill, (os.getpid(), signal.SIGTERM)) if not args.steps else None
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if timer is not None else None
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         if timer is not None:
@@ -194,6 +188,8 @@ def run_preset(preset: str, args, device) -> dict:
     finally:
         if timer is not None:
             timer.cancel()
+            timer.join()
+            signal.signal(signal.SIGTERM, previous)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     ev = [r for r in rows if "classifier_fid" in r]
@@ -211,7 +207,14 @@ def run_preset(preset: str, args, device) -> dict:
            "curve": [{"step": r["step"], "images_seen": r["step"] * batch * cfg.optim.n_critic,
                       **{k: round(v, 4) for k, v in r.items() if k in ("classifier_fid", "classifier_acc")}}
                      for r in ev],
-           "checkpoint": str(last_ckpt), "config": cfg.to_dict()}
+           "checkpoint": str(last_ckpt), "config": cfg.to_dict(),
+           "command": "python bench/quality/run.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d")}
+    if cfg.train.fast:  # what --fast picked on this machine: the precision the numbers were trained in
+        from dataclasses import asdict
+
+        from fastgan.engine.fast import best_options
+
+        out["fast"] = asdict(best_options(device, cfg.train.amp))
     curve(rows, preset, batch * cfg.optim.n_critic, Path(args.docs) / f"quality-{preset}.png")
     best_pt = run_dir / "best.pt"
     kept = best_pt if best_pt.is_file() else last_ckpt  # the generator the FID and the sample grid are of
@@ -240,6 +243,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of every preset run (experiments; the JSON entry is named after them)")
+    p.add_argument("--plain", action="store_true",
+                   help="train with the CLI's plain defaults (fp32 eager) instead of what `fastgan train --fast` "
+                        "picks on this machine")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default, all cores)")
     p.add_argument("--runs", default="runs/quality", help="where the runs are written")
     p.add_argument("--docs", default=str(REPO / "docs"), help="where the curve and sample grid PNGs go")
@@ -248,7 +254,7 @@ def main() -> int:
 
     import torch
 
-    from fastgan.devices import device_name, resolve_device
+    from fastgan.devices import device_name, device_tag, resolve_device
 
     device = resolve_device("auto")
     results = []
@@ -263,7 +269,6 @@ def main() -> int:
     doc = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
            "load_average_at_end": os.getloadavg(),
-           "command": "python bench/quality/run.py " + " ".join(sys.argv[1:]),
            "results": [r for r in old if r.get("entry", r["preset"]) not in ran] + results}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fastgan.config import Config, _type_problem, all_keys, validate
+from fastgan.config import Config, all_keys, type_problem, validate
 from fastgan.errors import CheckpointError, ConfigError
 from fastgan.models import build_models
 
@@ -75,7 +75,7 @@ def _config(raw: Any) -> Config:
         _need(isinstance(body, dict), f"config.{sec} is {_kind(body)}, not a dict")
         for name, value in body.items():
             key = f"{sec}.{name}"
-            why = key in hints and _type_problem(value, hints[key])
+            why = key in hints and type_problem(value, hints[key])
             _need(not why, f"config {key} must be {why}, got {value!r:.40}")
     try:
         cfg = Config.from_dict(raw)

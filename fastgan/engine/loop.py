@@ -288,6 +288,7 @@ class Trainer:
         n_acc = 0
         last: dict[str, float] = {}
         window_t, window_start = time.perf_counter(), st.step
+        plotted_at = -1
         bar = Bar(total=t.steps, initial=st.step, desc="train", unit="step", disable=self.quiet,
                    dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
         try:
@@ -316,6 +317,7 @@ class Trainer:
                     self.save_samples(f"step-{st.step:07d}.png")
                     if self.main:
                         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
+                        plotted_at = st.step
                 if self.evaluator is not None and (st.step % self.cfg.eval.every == 0 or at_end):
                     if not self.evaluate():
                         at_end = True
@@ -335,7 +337,7 @@ class Trainer:
         finally:
             bar.close()
         self.save_samples("final.png")
-        if self.main:
+        if self.main and plotted_at != st.step:  # the last step's plot, unless drawn there already
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
         self.logger.close()
         return RunResult(self.run_dir, st.step, last, self.last_good, time.perf_counter() - t0)
