@@ -42,6 +42,8 @@ class ModelConfig:
     embed_dim: int = 50  # label embedding size when label_mode = embed
     d_norm: str = _field("batch", choices=("batch", "none"))  # none: the WGAN-GP critic (the penalty is per sample)
     d_dropout: float = 0.0  # dropout probability after each D activation (a D stabiliser)
+    # ProGAN's minibatch standard deviation before D's head: D sees how varied a batch is (against mode dropping)
+    d_mbstd: bool = False
     kernels: str = _field("torch", choices=("torch", "triton", "auto"), resumable=True)  # BatchNorm+activation impl
     # torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each rank's slice;
     # resumable like the world size itself, which also changes what a BatchNorm batch is

@@ -111,3 +111,53 @@ def test_bad_resolution_refused(bad):
 
     with pytest.raises(ConfigError, match="model.resolution"):
         validate(Config(model=ModelConfig(resolution=bad)))
+
+
+def test_minibatch_stddev_matches_its_definition():
+    from fastgan.models.dcgan import minibatch_stddev
+
+    h = torch.randn(8, 3, 2, 2)
+    out = minibatch_stddev(h)  # groups of 4: sample i with i+2, i+4, i+6
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], h)
+    want = torch.stack([h[i % 2::2].std(0, unbiased=False).mean() for i in range(8)])
+    torch.testing.assert_close(out[:, 3, 0, 0], want, atol=1e-5, rtol=1e-5)
+    assert (out[:, 3] == out[:, 3, :1, :1]).all()  # one value per sample, broadcast over positions
+    copies = minibatch_stddev(h[:1].expand(4, -1, -1, -1))
+    assert copies[:, 3].max() < 1e-3 < out[:, 3].min()  # a collapsed batch is told apart from a varied one
+    assert minibatch_stddev(torch.randn(6, 2, 3, 3)).shape == (6, 3, 3, 3)  # 6 not divisible by 4: groups of 2
+    assert minibatch_stddev(h.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("cond", ["none", "concat", "acgan"])
+def test_mbstd_discriminator_sees_the_batch_and_trains(cond):
+    cfg = _cfg("dcgan", 28, 1, cond, "batch", d_mbstd=True)
+    state = build_state(cfg, torch.device("cpu"))
+    D = state.D
+    plain = build_models(_cfg("dcgan", 28, 1, cond, "batch").model)[1]
+    assert D.head.in_channels == plain.head.in_channels + 1
+    D.eval()  # BatchNorm on running statistics: without mbstd each logit depends on its own sample only
+    plain.eval()
+    x, y = torch.randn(4, 1, 28, 28), torch.arange(4)
+    changed = x.clone()
+    changed[1] += 1.0
+    with torch.no_grad():
+        a, aux_a = D(x, y)
+        b, aux_b = D(changed, y)
+        assert not torch.allclose(a[0], b[0])  # sample 0's logit moved with sample 1 (its group)
+        if aux_a is not None:
+            torch.testing.assert_close(aux_a[0], aux_b[0])  # the auxiliary classifier stays per sample
+        torch.testing.assert_close(plain(x, y)[0][0], plain(changed, y)[0][0])
+    D.train()
+    before = _snapshot(D)
+    labels = torch.randint(10, (4,)) if cond != "none" else None
+    out = d_step(state, StepSpec.from_config(cfg), torch.rand(4, 1, 28, 28) * 2 - 1, labels)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert not torch.equal(before["head.weight"], D.head.weight)
+
+
+def test_mbstd_is_refused_for_the_mlp():
+    from fastgan.errors import ConfigError
+
+    m = ModelConfig(arch="mlp", resolution=28, channels=1, num_classes=10, d_mbstd=True)
+    with pytest.raises(ConfigError, match="d_mbstd"):
+        build_models(m)

@@ -20,6 +20,9 @@ def _check(m: ModelConfig) -> None:
         raise ConfigError(
             f"conditioning '{m.conditioning}' needs labels: the dataset has none (use --set model.conditioning=none)"
         )
+    if m.d_mbstd and m.arch != "dcgan":
+        raise ConfigError(f"model.d_mbstd is a layer of the dcgan discriminator, not of arch '{m.arch}' "
+                          "(drop --set model.d_mbstd=true)")
 
 
 def build_generator(m: ModelConfig) -> nn.Module:
@@ -39,7 +42,8 @@ def build_discriminator(m: ModelConfig) -> nn.Module:
     if m.arch == "mlp":
         d = MLPDiscriminator(m.resolution, m.channels, m.d_width, k, m.conditioning, m.d_dropout)
     else:
-        d = Discriminator(m.resolution, m.channels, m.d_width, k, m.conditioning, m.d_norm, m.d_dropout, m.kernels)
+        d = Discriminator(m.resolution, m.channels, m.d_width, k, m.conditioning, m.d_norm, m.d_dropout, m.kernels,
+                          mbstd=m.d_mbstd)
     init_weights(d)
     return d
 

@@ -61,11 +61,28 @@ class Generator(nn.Module):
         return self.net(z[:, :, None, None])
 
 
+def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """``h`` with one feature map more: ProGAN's minibatch standard deviation (Karras et al. 2018, sec. 3).
+
+    Samples form groups of ``gcd(B, group)`` (sample i with i + B/g, i + 2B/g, ...); the extra map holds,
+    for each sample, the mean over features and positions of the standard deviation across its group. A batch
+    of near-copies has a small value, so D can tell a collapsed G from real data. Computed in float32 (it
+    subtracts close numbers) and returned in ``h``'s dtype.
+    """
+    b, c, hh, ww = h.shape
+    g = math.gcd(b, group)
+    y = h.float().reshape(g, -1, c, hh, ww)
+    std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (B/g,)
+    feat = std.repeat(g)[:, None, None, None].expand(b, 1, hh, ww)
+    return torch.cat([h, feat.to(h.dtype)], dim=1)
+
+
 class Discriminator(nn.Module):
     """Returns ``(logit (B,), aux_logits (B, K) or None)``.
 
     ``conditioning``: ``none``; ``concat`` (one-hot label planes joined to the input);
-    ``acgan`` (an auxiliary classifier head beside the real/fake head).
+    ``acgan`` (an auxiliary classifier head beside the real/fake head). ``mbstd``: a minibatch standard
+    deviation map joined before the real/fake head (``features`` and the auxiliary head are per sample).
     """
 
     def __init__(
@@ -78,10 +95,12 @@ class Discriminator(nn.Module):
         norm: str = "batch",
         dropout: float = 0.0,
         kernels: str = "torch",
+        mbstd: bool = False,
     ) -> None:
         super().__init__()
         self.resolution, self.channels, self.num_classes = resolution, channels, num_classes
         self.concat = conditioning == "concat"
+        self.mbstd = mbstd
         start, stages = spatial_plan(resolution)
         chans = [width * _mult(i) for i in range(stages)]
         in_ch = channels + (num_classes if self.concat else 0)
@@ -94,13 +113,13 @@ class Discriminator(nn.Module):
                 layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(LEAK)]
             layers += [nn.Dropout(dropout)] if dropout > 0 else []
         self.features = nn.Sequential(*layers)
-        self.head = nn.Conv2d(chans[-1], 1, start, 1, 0)
+        self.head = nn.Conv2d(chans[-1] + int(mbstd), 1, start, 1, 0)
         self.aux = nn.Conv2d(chans[-1], num_classes, start, 1, 0) if conditioning == "acgan" else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         if self.concat:
             x = torch.cat([x, label_planes(y, self.num_classes, x.shape[-1], x.dtype)], dim=1)
         h = self.features(x)
-        logit = self.head(h).flatten()
+        logit = self.head(minibatch_stddev(h) if self.mbstd else h).flatten()
         aux = self.aux(h).flatten(1) if self.aux is not None else None
         return logit, aux
