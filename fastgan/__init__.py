@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from fastgan.errors import FastganError  # noqa: E402
+from fastgan.errors import FastganError
 
 __all__ = ["FastganError", "__version__"]

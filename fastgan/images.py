@@ -36,7 +36,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
     With ``nrow`` given, a last row it does not fill is left black."""
     n, h, w, c = images.shape
     nrow = nrow or grid_width(n)
-    rows = int(math.ceil(n / nrow))
+    rows = math.ceil(n / nrow)
     grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, nrow)

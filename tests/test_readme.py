@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -12,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _fresh_machine_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
     section = text.split("## On a fresh machine", 1)[1].split("\n## ", 1)[0]
-    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", section, re.S)]
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", section, re.DOTALL)]
 
 
 def test_two_commands_and_ci_runs_the_test_one():

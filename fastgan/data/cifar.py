@@ -12,8 +12,8 @@ import torch
 
 from fastgan.catalog import root_hint
 from fastgan.data.base import ImageDataset
-from fastgan.paths import resolve_root
 from fastgan.errors import DataError
+from fastgan.paths import resolve_root
 
 CIFAR_SETS = {
     # name: (folder under the data home, archive, folder inside it, train members, test members, label key,
@@ -40,7 +40,7 @@ class _SafeUnpickler(pickle.Unpickler):
 def _unpickle(raw: bytes, where: str) -> dict:
     try:
         d = _SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as e:  # any unpickling failure means a damaged or foreign file
+    except Exception as e:  # noqa: BLE001 -- any unpickling failure means a damaged or foreign file
         raise DataError(f"{where} is not a CIFAR python batch ({type(e).__name__}: {e}): download it again") from None
     if not isinstance(d, dict):
         raise DataError(f"{where} is not a CIFAR python batch (a {type(d).__name__}, not a dict): download it again")

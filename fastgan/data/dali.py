@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastgan.data.augment import Draw, augment, check_pad, draw
 from fastgan.data.base import ImageDataset
 from fastgan.data.items import centre_square
-from fastgan.data.augment import Draw, augment, check_pad, draw
 from fastgan.errors import DataError
 
 INSTALL = "pip install 'fastgan[dali]' (the nvidia-dali-cuda120 package)"

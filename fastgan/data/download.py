@@ -10,18 +10,19 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastgan.paths import resolve_root
 from fastgan.data.idx import EMNIST_SETS
-from fastgan.data.imagenet import HOW_TO_GET as IMAGENET_HOW, IMAGENET_SETS
-from fastgan.data.lsun import HOW_TO_GET as LSUN_HOW, LSUN_SETS
+from fastgan.data.imagenet import HOW_TO_GET as IMAGENET_HOW
+from fastgan.data.imagenet import IMAGENET_SETS
+from fastgan.data.lsun import HOW_TO_GET as LSUN_HOW
+from fastgan.data.lsun import LSUN_SETS
 from fastgan.errors import DataError
+from fastgan.paths import resolve_root
 from fastgan.progress import Bar
 
 TIMEOUT_S = 10.0  # connect/read timeout: offline, fail within seconds instead of hanging
@@ -131,7 +132,7 @@ def _receive(resp, url: str, part: Path, have: int, quiet: bool) -> None:
                 f.write(chunk)
                 done += len(chunk)
                 bar.update(len(chunk))
-        except (http.client.IncompleteRead, socket.timeout, ConnectionError, OSError) as e:
+        except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as e:
             f.flush()
             raise DataError(f"download of {url} stopped at {done} of {total or '?'} bytes ({type(e).__name__}): "
                             "run the same command again to resume") from None

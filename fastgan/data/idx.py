@@ -13,8 +13,8 @@ import torch
 
 from fastgan.catalog import root_hint
 from fastgan.data.base import ImageDataset
-from fastgan.paths import resolve_root
 from fastgan.errors import DataError
+from fastgan.paths import resolve_root
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
-from fastgan.paths import resolve_root
 from fastgan.errors import DataError
+from fastgan.paths import resolve_root
 
 IMAGENET_SETS = {"imagenet32": 32, "imagenet64": 64}
 HOW_TO_GET = ("Downsampled ImageNet needs an image-net.org account: download Imagenet{r}_train_npz.zip / "

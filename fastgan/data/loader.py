@@ -27,8 +27,17 @@ from fastgan.data.base import ImageDataset
 from fastgan.errors import DataError
 from fastgan.shard import WHOLE, Shard
 
-__all__ = ["Draw", "augment", "draw", "resize_uint8", "to_unit_range", "DeviceLoader", "StreamLoader",
-           "choose_loader", "make_loader"]
+__all__ = [
+    "DeviceLoader",
+    "Draw",
+    "StreamLoader",
+    "augment",
+    "choose_loader",
+    "draw",
+    "make_loader",
+    "resize_uint8",
+    "to_unit_range",
+]
 
 
 class DeviceLoader:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
-from fastgan.paths import resolve_root
 from fastgan.data.items import ItemSource
 from fastgan.errors import DataError
+from fastgan.paths import resolve_root
 
 CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room", "dining_room", "kitchen",
               "living_room", "restaurant", "tower")

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastgan.data.augment import resize_uint8  # the loaders' resizer, so both paths give the same pixels
+from fastgan.data.augment import (
+    resize_uint8,  # the loaders' resizer, so both paths give the same pixels
+)
 from fastgan.data.base import ImageDataset
 from fastgan.data.items import ItemSource, decode_image
 from fastgan.errors import DataError
@@ -40,7 +42,7 @@ class _NpyWriter:
 
     def __init__(self, path: Path, tail: tuple[int, ...], dtype: np.dtype) -> None:
         self.path, self.tail, self.dtype = path, tail, np.dtype(dtype)
-        self.f = open(path, "wb")
+        self.f = open(path, "wb")  # noqa: SIM115 -- held open across add() calls, closed by close()
         self.n = 0
         self.sha = hashlib.sha256()
         self.header = self._header(0)
@@ -113,7 +115,7 @@ def _decode_range(bounds: tuple[int, int]) -> tuple[np.ndarray, list[int], list[
         try:
             out.append(decode_image(src.items.read(i), r, src.crop))
             kept.append(i)
-        except Exception as e:  # a damaged image is counted and skipped, whatever Pillow raises
+        except Exception as e:  # noqa: BLE001 -- a damaged image is counted and skipped, whatever Pillow raises
             bad.append((i, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
     return (np.stack(out) if out else np.empty((0, 3, r, r), np.uint8)), kept, bad
 

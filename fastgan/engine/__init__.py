@@ -13,7 +13,7 @@ _EXPORTS = {
     "assemble": "fastgan.engine.build", "load_generator": "fastgan.engine.checkpoint",
     "generate": "fastgan.engine.sampling",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 -- a list, built from the lazy-export table
 
 
 def __getattr__(name: str):

@@ -106,7 +106,7 @@ class GraphStepper(Stepper):
             with torch.cuda.graph(graph):
                 out = self.iteration(self.noise_t, self.decay_t)
             self.graph, self.out = graph, out
-        except Exception as e:  # a capture-unsafe op: keep training, uncaptured, and say so once
+        except Exception as e:  # noqa: BLE001 -- a capture-unsafe op: keep training, uncaptured, and say so once
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             warn_once("cuda_graph", f"the capture failed ({type(e).__name__}: {first[:160]}), so the same step "
                                     "runs without the graph")

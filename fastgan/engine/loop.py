@@ -318,12 +318,12 @@ class Trainer:
                     if self.main:
                         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
                         plotted_at = st.step
-                if self.evaluator is not None and (st.step % self.cfg.eval.every == 0 or at_end):
-                    if not self.evaluate():
-                        at_end = True
-                        print(f"\nstopping early at step {st.step}: {self.cfg.eval.metric} has not improved for "
-                              f"{self.cfg.eval.patience} evaluations (best {self.best['value']:.4f} at step "
-                              f"{self.best['step']}, in best.pt)", file=sys.stderr)
+                evaluate_now = self.evaluator is not None and (st.step % self.cfg.eval.every == 0 or at_end)
+                if evaluate_now and not self.evaluate():
+                    at_end = True
+                    print(f"\nstopping early at step {st.step}: {self.cfg.eval.metric} has not improved for "
+                          f"{self.cfg.eval.patience} evaluations (best {self.best['value']:.4f} at step "
+                          f"{self.best['step']}, in best.pt)", file=sys.stderr)
                 if st.step % t.ckpt_every == 0 or at_end:
                     if sums:
                         self._check_finite({k: v.item() for k, v in distributed.mean(sums).items()})

@@ -172,8 +172,11 @@ def verify(path: Path, G: nn.Module, opts: ExportOptions) -> tuple[float, int]:
     return worst, count
 
 
+DEFAULT_OPTIONS = ExportOptions()  # frozen: one shared default is safe
+
+
 def export_generator(G: nn.Module, out: str | Path, meta: dict[str, str],
-                     opts: ExportOptions = ExportOptions()) -> ExportReport:
+                     opts: ExportOptions = DEFAULT_OPTIONS) -> ExportReport:
     """Export an eval-mode copy of ``G`` (any fastgan generator) to ``out`` with ``meta`` as
     metadata_props; the file appears only after onnx.checker and the onnxruntime comparison pass."""
     opts.check()
@@ -196,7 +199,7 @@ def export_generator(G: nn.Module, out: str | Path, meta: dict[str, str],
     return ExportReport(out, diff, tol, count, time.perf_counter() - t0, meta)
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, opts: ExportOptions = ExportOptions()) -> ExportReport:
+def export_checkpoint(checkpoint: str | Path, out: str | Path, opts: ExportOptions = DEFAULT_OPTIONS) -> ExportReport:
     """Export the generator of a `fastgan train` checkpoint (EMA weights when asked and present)."""
     opts.check()
     G, cfg, ckpt = load_generator(checkpoint, torch.device("cpu"), opts.use_ema)

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from fastgan.export.spec import FORMAT, FORMAT_VERSION, IMAGES, IMAGES_UINT8, LABEL, Z, OnnxError
+from fastgan.export.spec import (
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGES,
+    IMAGES_UINT8,
+    LABEL,
+    OnnxError,
+    Z,
+)
 
 # Fastest first; onnxruntime skips (with its own warning) a provider whose libraries are missing.
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -40,7 +49,7 @@ def open_session(path: str | Path, providers: Sequence[str] | None = None, threa
         raise OnnxError(f"ONNX model {path} does not exist: check the path (write one with `fastgan export`)")
     try:
         return ort.InferenceSession(str(path), session_options(threads), providers=list(providers or best_providers()))
-    except Exception as e:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
+    except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         first = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", first).replace(f"Load model from {path} failed:", "")[:160]
         raise OnnxError(f"{path} is not a loadable ONNX model ({first}): pass a .onnx written by `fastgan export`") from None

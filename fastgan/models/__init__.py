@@ -10,7 +10,7 @@ from fastgan.models.dcgan import Discriminator, Generator
 from fastgan.models.layers import BatchNormAct, init_weights
 from fastgan.models.mlp import MLPDiscriminator, MLPGenerator
 
-__all__ = ["build_models", "build_generator", "build_discriminator", "BatchNormAct", "Generator", "Discriminator"]
+__all__ = ["BatchNormAct", "Discriminator", "Generator", "build_discriminator", "build_generator", "build_models"]
 
 
 def _check(m: ModelConfig) -> None:

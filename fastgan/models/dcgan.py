@@ -7,6 +7,7 @@ With ``norm="none"`` the discriminator is the WGAN-GP critic.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -50,7 +51,7 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(in_dim, chans[0], start, 1, 0, bias=False),
             BatchNormAct(chans[0], 0.0, kernels),
         ]
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in itertools.pairwise(chans):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), BatchNormAct(c_out, 0.0, kernels)]
         layers += [nn.ConvTranspose2d(chans[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -106,7 +107,7 @@ class Discriminator(nn.Module):
         in_ch = channels + (num_classes if self.concat else 0)
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
         layers: list[nn.Module] = [nn.Conv2d(in_ch, chans[0], 4, 2, 1), nn.LeakyReLU(LEAK), *drop]
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in itertools.pairwise(chans):
             if norm == "batch":
                 layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), BatchNormAct(c_out, LEAK, kernels)]
             else:

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import pytest
 
@@ -63,7 +64,7 @@ class Server:
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.timer = threading.Timer(LIFETIME_S, self.httpd.shutdown)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         self.thread.start()
         self.timer.start()
         return self
@@ -161,7 +162,7 @@ def test_cli_wrong_checksum_against_the_real_registry(server, fx, tmp_path, caps
 
 
 def test_cli_download_then_train_data_loads(server, fx, tmp_path, capsys, monkeypatch):
-    root, upright, _ = fx.emnist_zip(tmp_path / "build")
+    root, _, _ = fx.emnist_zip(tmp_path / "build")
     blob = (root / "gzip.zip").read_bytes()
     server.files["gzip.zip"] = blob
     monkeypatch.setitem(DOWNLOADS, "emnist", ("emnist", (Remote("https://example.invalid/gzip.zip", md5(blob)),)))

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 
 from fastgan.config import DataConfig
 from fastgan.data import ImageDataset, load_dataset
-from fastgan.data.loader import DeviceLoader, Draw, StreamLoader, augment, choose_loader, make_loader
+from fastgan.data.loader import (
+    DeviceLoader,
+    Draw,
+    StreamLoader,
+    augment,
+    choose_loader,
+    make_loader,
+)
 from fastgan.errors import DataError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -102,7 +109,9 @@ def test_without_augmentation_the_draw_is_the_old_one():
 
 def _mapped_file(address: int) -> str:
     """The file mapped at ``address`` in this process ('' if none): Linux /proc/self/maps."""
-    for line in open("/proc/self/maps"):
+    with open("/proc/self/maps") as f:
+        lines = f.read().splitlines()
+    for line in lines:
         lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
         if lo <= address < hi:
             return line.split()[-1] if len(line.split()) > 5 else ""

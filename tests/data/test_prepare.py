@@ -55,7 +55,7 @@ def test_worker_processes_give_the_same_bytes_as_one_process(fx, tmp_path, capsy
 
 
 def test_array_sources_prepare_and_train_from_the_folder(fx, tmp_path, capsys):
-    root, x, _ = fx.cifar(tmp_path / "cifar10")
+    root, _, _ = fx.cifar(tmp_path / "cifar10")
     rc, out, err = run(capsys, "data", "prepare", "cifar10", "--root", root, "--resolution", 16, "--out",
                        tmp_path / "p", "--quiet")
     assert rc == 0 and json.loads(out)["count"] == 30

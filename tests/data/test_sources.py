@@ -74,9 +74,9 @@ def test_cifar_from_the_tarball_and_from_its_folder(fx, tmp_path, name):
 
 
 def test_cifar_pickles_cannot_run_code(fx, tmp_path):
+    import io
     import pickle
     import tarfile
-    import io
 
     class Evil:
         def __reduce__(self):
@@ -123,7 +123,7 @@ def test_folder_cache_is_reused_and_rebuilt_when_the_source_changes(fx, tmp_path
 def test_folder_cache_pixels_are_the_pillow_decode(fx, tmp_path):
     root = fx.folder(tmp_path / "pics", {"": 2}, size=(50, 30))
     ds = load_dataset(cfg("folder", root, res=20, crop=0.8))
-    first = sorted(root.glob("*.jpg"))[0].read_bytes()
+    first = min(root.glob("*.jpg")).read_bytes()
     assert torch.equal(ds.images[0], torch.from_numpy(decode_image(first, 20, 0.8)))
     assert centre_square(50, 30, 0.8) == (13, 3, 24)
 

@@ -95,7 +95,7 @@ def test_generate_without_torch(cond_model):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(x.shape, x.dtype, hashlib.sha256(x.tobytes()).hexdigest())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     import hashlib
 

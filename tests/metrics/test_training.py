@@ -10,8 +10,8 @@ import torch
 
 from fastgan.config import load_config
 from fastgan.data import load_dataset
-from fastgan.engine.checkpoint import load_checkpoint
 from fastgan.engine.build import resolve_for_dataset
+from fastgan.engine.checkpoint import load_checkpoint
 from fastgan.engine.loop import train
 from fastgan.errors import ConfigError
 from fastgan.metrics.classifier import default_path
