@@ -34,8 +34,11 @@ def test_quality_bench_runs_end_to_end(tmp_path):
         return json.loads(out.read_text())
 
     doc = bench("--steps", "100", "--set", "optim.ema_start=10", *fid)
-    assert doc["device"].startswith("CPU") and doc["command"].startswith("python bench/quality/run.py")
+    assert doc["device"].startswith("CPU")
     (res,) = doc["results"]
+    assert res["command"].startswith("python bench/quality/run.py --presets digits-cdcgan")
+    # trained as `fastgan train --fast` trains here (channels-last everywhere, bf16 where the CPU has it)
+    assert res["config"]["train"]["fast"] is True and res["fast"]["channels_last"] is True
     assert res["entry"] == "digits-cdcgan optim.ema_start=10" and res["overrides"]["optim.ema_start"] == "10"
     assert res["steps"] == 100 and res["stopped_by"] == "fixed step count"
     assert res["images_seen"] == 100 * res["batch_size"]
@@ -50,8 +53,11 @@ def test_quality_bench_runs_end_to_end(tmp_path):
     assert (docs / "samples-digits-cdcgan.png").stat().st_size > 1000
 
     # the timed form: the clock (12 s) stops the run before its step cap, and the entry is merged in
-    doc = bench("--minutes", "0.2", "--set", "optim.ema_start=20", "--fid-samples", "0")
-    assert [e["entry"] for e in doc["results"]] == ["digits-cdcgan optim.ema_start=10", "digits-cdcgan optim.ema_start=20"]
+    # (--plain: fp32 eager, named apart from the --fast entry)
+    doc = bench("--minutes", "0.2", "--set", "optim.ema_start=20", "--fid-samples", "0", "--plain")
+    assert [e["entry"] for e in doc["results"]] == ["digits-cdcgan optim.ema_start=10",
+                                                    "digits-cdcgan optim.ema_start=20 --plain"]
     timed = doc["results"][1]
+    assert timed["config"]["train"]["fast"] is False and "fast" not in timed
     assert timed["stopped_by"] == "the clock" and 0 < timed["steps"] < timed["config"]["train"]["steps"]
     assert 12 <= timed["train_wall_seconds"] < 60
