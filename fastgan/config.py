@@ -40,7 +40,9 @@ class ModelConfig:
     conditioning: str = _field("none", choices=("none", "concat", "acgan"))
     label_mode: str = _field("onehot", choices=("onehot", "embed"))  # how G sees the label
     embed_dim: int = 50  # label embedding size when label_mode = embed
-    d_norm: str = _field("batch", choices=("batch", "none"))  # none: the WGAN-GP critic (the penalty is per sample)
+    # none: the WGAN-GP critic (the penalty is per sample); spectral: every D weight spectrally normalised
+    # (Miyato et al. 2018), no BatchNorm
+    d_norm: str = _field("batch", choices=("batch", "none", "spectral"))
     d_dropout: float = 0.0  # dropout probability after each D activation (a D stabiliser)
     # ProGAN's minibatch standard deviation before D's head: D sees how varied a batch is (against mode dropping)
     d_mbstd: bool = False

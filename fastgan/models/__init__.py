@@ -20,6 +20,9 @@ def _check(m: ModelConfig) -> None:
         raise ConfigError(
             f"conditioning '{m.conditioning}' needs labels: the dataset has none (use --set model.conditioning=none)"
         )
+    if m.d_norm == "spectral" and m.arch != "dcgan":
+        raise ConfigError(f"model.d_norm=spectral is for the dcgan discriminator, not arch '{m.arch}' "
+                          "(drop --set model.d_norm=spectral)")
     if m.d_mbstd and m.arch != "dcgan":
         raise ConfigError(f"model.d_mbstd is a layer of the dcgan discriminator, not of arch '{m.arch}' "
                           "(drop --set model.d_mbstd=true)")

@@ -2,7 +2,8 @@
 
 DCGAN rules (Radford et al.): strided convolutions, no pooling, BatchNorm everywhere
 except G's output and D's input, ReLU in G, LeakyReLU(0.2) in D, tanh output.
-With ``norm="none"`` the discriminator is the WGAN-GP critic.
+With ``norm="none"`` the discriminator is the WGAN-GP critic; ``norm="spectral"`` is SN-GAN's D (every
+weight divided by its largest singular value, one power iteration per training forward; no BatchNorm).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from fastgan.models.layers import BatchNormAct, LabelInput, label_planes
 
@@ -105,16 +107,17 @@ class Discriminator(nn.Module):
         start, stages = spatial_plan(resolution)
         chans = [width * _mult(i) for i in range(stages)]
         in_ch = channels + (num_classes if self.concat else 0)
+        sn = spectral_norm if norm == "spectral" else (lambda m: m)
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
-        layers: list[nn.Module] = [nn.Conv2d(in_ch, chans[0], 4, 2, 1), nn.LeakyReLU(LEAK), *drop]
+        layers: list[nn.Module] = [sn(nn.Conv2d(in_ch, chans[0], 4, 2, 1)), nn.LeakyReLU(LEAK), *drop]
         for c_in, c_out in itertools.pairwise(chans):
             if norm == "batch":
                 layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), BatchNormAct(c_out, LEAK, kernels)]
             else:
-                layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(LEAK)]
+                layers += [sn(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(LEAK)]
             layers += [nn.Dropout(dropout)] if dropout > 0 else []
         self.features = nn.Sequential(*layers)
-        self.head = nn.Conv2d(chans[-1] + int(mbstd), 1, start, 1, 0)
+        self.head = sn(nn.Conv2d(chans[-1] + int(mbstd), 1, start, 1, 0))
         self.aux = nn.Conv2d(chans[-1], num_classes, start, 1, 0) if conditioning == "acgan" else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from fastgan.errors import ConfigError
 
@@ -76,7 +77,9 @@ def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation: weights N(0, 0.02), BatchNorm gamma N(1, 0.02), biases 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            # a spectrally normalised weight is computed from its parametrization's original
+            nn.init.normal_(m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight")
+                            else m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
