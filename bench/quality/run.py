@@ -215,7 +215,9 @@ def run_preset(preset: str, args, device) -> dict:
         from fastgan.engine.fast import best_options
 
         out["fast"] = asdict(best_options(device, cfg.train.amp))
-    curve(rows, preset, batch * cfg.optim.n_critic, Path(args.docs) / f"quality-{preset}.png")
+    # an experiment (--set, --threads, --plain) gets pictures of its own: the preset's stay the README's
+    pics = preset if entry_name(preset, args) == preset else slug
+    curve(rows, preset, batch * cfg.optim.n_critic, Path(args.docs) / f"quality-{pics}.png")
     best_pt = run_dir / "best.pt"
     kept = best_pt if best_pt.is_file() else last_ckpt  # the generator the FID and the sample grid are of
     if args.fid_samples:
@@ -227,7 +229,7 @@ def run_preset(preset: str, args, device) -> dict:
 
     G, gcfg, _ = load_generator(kept, device)
     z, y = fixed_latents(replace(gcfg, train=replace(gcfg.train, grid_size=100)), device)
-    save_grid(generate(G, z, y), Path(args.docs) / f"samples-{preset}.png", grid_columns(gcfg))
+    save_grid(generate(G, z, y), Path(args.docs) / f"samples-{pics}.png", grid_columns(gcfg))
     return out
 
 

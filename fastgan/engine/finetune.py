@@ -30,7 +30,7 @@ from fastgan.errors import ConfigError
 from fastgan.models import build_models
 
 # model keys that fix the weights' shapes: a fine-tune takes them from the source run (labels aside)
-SHAPE_KEYS = ("arch", "resolution", "z_dim", "g_width", "d_width", "d_norm", "label_mode", "embed_dim")
+SHAPE_KEYS = ("arch", "resolution", "z_dim", "g_width", "d_width", "d_norm", "d_mbstd", "label_mode", "embed_dim")
 
 
 def source_run_dir(checkpoint: str | Path) -> Path:
@@ -79,7 +79,7 @@ def _load(tag: str, model: nn.Module, src: dict[str, torch.Tensor], labels: dict
         have = "is missing" if s is None else f"is {tuple(s.shape)}"
         return ConfigError(
             f"cannot fine-tune from {path}: layer {name} {have} in the checkpoint but {tuple(t.shape)} in this "
-            "model (arch, resolution, channels, z_dim, widths and d_norm must match the source run's)")
+            "model (arch, resolution, channels, z_dim, widths, d_norm and d_mbstd must match the source run's)")
 
     fresh = []
     for key, t in model.state_dict().items():

@@ -154,3 +154,17 @@ def test_missing_source_is_one_line(tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 2 and len(err) == 1 and "nope.pt does not exist" in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_d_shape_options_are_taken_from_the_source_run(tmp_path):
+    """A source run with a spectrally normalised D and minibatch stddev: `--init-from` builds the same D (its
+    parametrized weights and the wider head load) though the fine-tune's own flags left both at their defaults."""
+    src, ft = tmp_path / "sn", tmp_path / "ft"
+    assert main(["train", "--steps", "2", "--out", str(src), *TINY, "--set", "model.d_norm=spectral",
+                 "--set", "model.d_mbstd=true"]) == 0
+    ckpt = src / "checkpoints" / "step-0000002.pt"
+    assert main(["train", "--steps", "2", "--init-from", str(ckpt), "--out", str(ft), *TINY]) == 0
+    model = json.loads((ft / "config.json").read_text())["model"]
+    assert model["d_norm"] == "spectral" and model["d_mbstd"] is True
+    d = load_checkpoint(ft / "checkpoints" / "step-0000002.pt")["models"]["D"]
+    assert d["head.parametrizations.weight.original"].shape[1] == 8 * 4 + 1  # 4x width, plus the stddev map
