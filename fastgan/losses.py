@@ -49,9 +49,7 @@ def interpolate(real: Tensor, fake: Tensor, eps: Tensor, impl: str = "torch") ->
 
     ``impl``: torch | triton | auto (``model.kernels``): see fastgan/kernels/gradient_penalty.py.
     """
-    from fastgan.kernels import (
-        gradient_penalty as gpk,  # lazy: importing Triton fixes its mode (kernels/runtime.py)
-    )
+    from fastgan.kernels import gradient_penalty as gpk  # lazy: importing Triton fixes its mode (kernels/runtime.py)
 
     return gpk.interpolate(real, fake, eps, impl)
 
@@ -77,9 +75,7 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], x_hat: Tensor, weight: 
     fastgan/kernels/gradient_penalty.py. The penalty itself is differentiable to first order only
     on the Triton path, which is all the critic's update needs.
     """
-    from fastgan.kernels.gradient_penalty import (
-        gradient_norm_penalty,  # lazy, as in interpolate
-    )
+    from fastgan.kernels.gradient_penalty import gradient_norm_penalty  # lazy, as in interpolate
 
     x_hat = x_hat.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)

@@ -27,9 +27,7 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-# A short spin (libgomp's default is 300,000 polls): as fast as the default on an idle machine and faster than
-# PASSIVE under load (bench/omp_policy.py, 2-core Intel Xeon SPR, cDCGAN-32 eager images/s relative to the
-# libgomp default: idle 0.99 vs PASSIVE's 0.87; with 2 busy loops 1.80 vs PASSIVE's 1.53).
+# a short spin (libgomp's default is 300,000 polls): why, and the measurements, in the module docstring
 DEFAULTS = {"GOMP_SPINCOUNT": "10000"}
 
 

@@ -2,14 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastgan.config import (
-    PRESETS,
-    Config,
-    all_keys,
-    apply_overrides,
-    load_config,
-    parse_set_args,
-)
+from fastgan.config import PRESETS, Config, all_keys, apply_overrides, load_config, parse_set_args
 from fastgan.errors import ConfigError
 
 

@@ -8,14 +8,7 @@ import itertools
 import pytest
 import torch
 
-from fastgan.config import (
-    Config,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
-    validate,
-)
+from fastgan.config import Config, LossConfig, ModelConfig, OptimConfig, TrainConfig, validate
 from fastgan.engine.state import build_state
 from fastgan.engine.step import StepSpec, d_step, g_step
 from fastgan.models import build_models

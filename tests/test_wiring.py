@@ -17,15 +17,7 @@ import torch
 from fastgan import config as config_mod
 from fastgan import fallback
 from fastgan.cli import build_parser, main
-from fastgan.config import (
-    DEFAULT_PRESET,
-    PRESETS,
-    RESUMABLE_CHANGES,
-    Config,
-    key_fields,
-    load_config,
-    validate,
-)
+from fastgan.config import DEFAULT_PRESET, PRESETS, RESUMABLE_CHANGES, Config, key_fields, load_config, validate
 from fastgan.errors import ConfigError, DataError, FastganError
 from fastgan.fallback import FallbackWarning
 from fastgan.images import quantize, to_uint8

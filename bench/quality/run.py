@@ -50,11 +50,7 @@ def log(msg: str) -> None:
 
 def ensure_classifier(dataset: str, device) -> dict:
     from fastgan.config import DataConfig
-    from fastgan.metrics.classifier import (
-        default_path,
-        save_classifier,
-        train_classifier,
-    )
+    from fastgan.metrics.classifier import default_path, save_classifier, train_classifier
 
     path = default_path(dataset)
     if path.is_file():
@@ -75,13 +71,14 @@ def calibrate(preset: str, overrides: dict, runs: Path, slug: str) -> float:
 
     from fastgan.config import load_config
     from fastgan.engine import train
+    from fastgan.engine.runfolder import read_jsonl
 
     cfg = load_config(preset, {**overrides, "train.steps": "40", "train.out": str(runs / f"{slug}-calib"),
                                "train.log_every": "10", "train.sample_every": "100000",
                                "train.ckpt_every": "100000"})
     shutil.rmtree(cfg.train.out, ignore_errors=True)  # scratch: a calibration run is never continued
     train(cfg, quiet=True)
-    rows = [json.loads(ln) for ln in (Path(cfg.train.out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows, _ = read_jsonl(Path(cfg.train.out) / "metrics.jsonl")
     ips = [r["images_per_s"] for r in rows if "images_per_s" in r and r["step"] > 10]
     return cfg.train.batch_size / statistics.median(ips)
 
@@ -135,7 +132,7 @@ def run_preset(preset: str, args, device) -> dict:
     from fastgan.config import load_config
     from fastgan.data import load_dataset
     from fastgan.engine import train
-    from fastgan.engine.runfolder import TrainingStopped
+    from fastgan.engine.runfolder import TrainingStopped, read_jsonl
     from fastgan.errors import FastganError
 
     cfg0 = load_config(preset)
@@ -152,7 +149,8 @@ def run_preset(preset: str, args, device) -> dict:
     import torch
 
     n_threads = args.threads or torch.get_num_threads()
-    slug = "_".join(re.findall(r"[A-Za-z0-9.-]+", entry_name(preset, args)))
+    entry = entry_name(preset, args)
+    slug = "_".join(re.findall(r"[A-Za-z0-9.-]+", entry))
     load_at_start = os.getloadavg()[0]
     budget_s = args.minutes * 60
     if args.steps:  # a fixed step count, no clock (smoke tests, reproducing a run)
@@ -191,12 +189,12 @@ def run_preset(preset: str, args, device) -> dict:
             timer.join()
             signal.signal(signal.SIGTERM, previous)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows, _ = read_jsonl(run_dir / "metrics.jsonl")
     ev = [r for r in rows if "classifier_fid" in r]
     final = ev[-1] if ev else {}
     best = min(ev, key=lambda r: r["classifier_fid"]) if ev else {}
     batch = cfg.train.batch_size
-    out = {"preset": preset, "entry": entry_name(preset, args), "overrides": ov, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
+    out = {"preset": preset, "entry": entry, "overrides": ov, "budget_minutes": args.minutes, "train_wall_seconds": round(wall, 1),
            "train_cpu_seconds": round(cpu, 1), "threads": n_threads, "calibration_seconds_per_step": round(wall_per_step, 4),
            "load_average_at_start": load_at_start,
            "steps": step, "stopped_by": "fixed step count" if args.steps else "the clock",
@@ -216,7 +214,7 @@ def run_preset(preset: str, args, device) -> dict:
 
         out["fast"] = asdict(best_options(device, cfg.train.amp))
     # an experiment (--set, --threads, --plain) gets pictures of its own: the preset's stay the README's
-    pics = preset if entry_name(preset, args) == preset else slug
+    pics = preset if entry == preset else slug
     curve(rows, preset, batch * cfg.optim.n_critic, Path(args.docs) / f"quality-{pics}.png")
     best_pt = run_dir / "best.pt"
     kept = best_pt if best_pt.is_file() else last_ckpt  # the generator the FID and the sample grid are of

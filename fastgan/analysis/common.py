@@ -159,12 +159,7 @@ def real_splits(cfg: Config) -> Splits:
 def domain_classifier(dataset: str, device: torch.device, path: str = "", cache_dir: str = "", quiet: bool = False):
     """The dataset's domain classifier: ``path``, else the cached one, else trained now and cached."""
     from fastgan.config import DataConfig
-    from fastgan.metrics.classifier import (
-        default_path,
-        load_classifier,
-        save_classifier,
-        train_classifier,
-    )
+    from fastgan.metrics.classifier import default_path, load_classifier, save_classifier, train_classifier
 
     p = Path(path) if path else default_path(dataset, cache_dir)
     if not p.is_file() and not path:

@@ -16,16 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgan.analysis.common import (
-    AnalysisError,
-    Model,
-    protocol,
-    pyplot,
-    real_splits,
-    save_fig,
-    to_unit,
-    write_json,
-)
+from fastgan.analysis.common import AnalysisError, Model, protocol, pyplot, real_splits, save_fig, to_unit, write_json
 
 POOL = 4  # DCGAN §5.1: each layer's feature map max-pooled to a 4x4 grid
 # SVM regularisation; the best on the held-out split is refit on all labels. Thousands of standardised

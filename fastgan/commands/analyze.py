@@ -122,22 +122,8 @@ def _per_class(text: str) -> list[int | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastgan.analysis import (
-        arithmetic,
-        cas,
-        dfeatures,
-        embeddings,
-        interpolate,
-        neighbours,
-        project,
-    )
-    from fastgan.analysis.common import (
-        AnalysisError,
-        check_label,
-        default_out,
-        load_model,
-        parse_ints,
-    )
+    from fastgan.analysis import arithmetic, cas, dfeatures, embeddings, interpolate, neighbours, project
+    from fastgan.analysis.common import AnalysisError, check_label, default_out, load_model, parse_ints
     from fastgan.devices import resolve_device
 
     name = args.analysis

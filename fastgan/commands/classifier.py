@@ -50,12 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
         raise ConfigError("--epochs and --batch-size must be >= 1 and --lr > 0")
     from fastgan.devices import resolve_device
-    from fastgan.metrics.classifier import (
-        ClassifierConfig,
-        default_path,
-        save_classifier,
-        train_classifier,
-    )
+    from fastgan.metrics.classifier import ClassifierConfig, default_path, save_classifier, train_classifier
 
     cfg = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     data = DataConfig(dataset=args.data, root=args.root)

@@ -138,9 +138,7 @@ def run(args: argparse.Namespace) -> int:
         load_config(args.preset)  # raises the one-line error
     cfg = resolve_config(args)
     if args.dry_run:
-        from fastgan.engine.preview import (
-            resolved,  # channels, classes and run folder as the run would fill them
-        )
+        from fastgan.engine.preview import resolved  # channels, classes and run folder as the run would fill them
 
         print(resolved(cfg, args.resume).to_json())
         return 0

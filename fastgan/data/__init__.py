@@ -7,16 +7,5 @@ from fastgan.data.loader import DeviceLoader, StreamLoader, make_loader
 from fastgan.data.registry import SOURCES, load_dataset, prepare_source
 from fastgan.paths import data_home, resolve_root
 
-__all__ = [
-           "SOURCES",
-           "DeviceLoader",
-           "Draw",
-           "ImageDataset",
-           "StreamLoader",
-           "data_home",
-           "load_dataset",
-           "make_loader",
-           "prepare_source",
-           "read_idx",
-           "resolve_root",
-]
+__all__ = ["SOURCES", "DeviceLoader", "Draw", "ImageDataset", "StreamLoader", "data_home", "load_dataset",
+           "make_loader", "prepare_source", "read_idx", "resolve_root"]

@@ -15,12 +15,7 @@ from fastgan.data.folder import celeba_source, folder_source
 from fastgan.data.imagenet import IMAGENET_SETS, NpzBatches, imagenet_batches
 from fastgan.data.items import ItemSource
 from fastgan.data.lsun import LSUN_SETS, lsun_source
-from fastgan.data.prepare import (
-    open_prepared,
-    prepare_arrays,
-    prepare_items,
-    read_manifest,
-)
+from fastgan.data.prepare import open_prepared, prepare_arrays, prepare_items, read_manifest
 from fastgan.errors import DataError
 from fastgan.paths import cache_home
 

@@ -15,29 +15,13 @@ import numpy as np
 import torch
 
 from fastgan.config import DataConfig
-from fastgan.data.augment import (
-    Draw,
-    augment,
-    check_pad,
-    draw,
-    resize_uint8,
-    to_unit_range,
-)
+from fastgan.data.augment import Draw, augment, check_pad, draw, resize_uint8, to_unit_range
 from fastgan.data.base import ImageDataset
 from fastgan.errors import DataError
 from fastgan.shard import WHOLE, Shard
 
-__all__ = [
-    "DeviceLoader",
-    "Draw",
-    "StreamLoader",
-    "augment",
-    "choose_loader",
-    "draw",
-    "make_loader",
-    "resize_uint8",
-    "to_unit_range",
-]
+__all__ = ["DeviceLoader", "Draw", "StreamLoader", "augment", "choose_loader", "draw", "make_loader", "resize_uint8",
+           "to_unit_range"]
 
 
 class DeviceLoader:

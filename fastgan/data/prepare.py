@@ -23,9 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastgan.data.augment import (
-    resize_uint8,  # the loaders' resizer, so both paths give the same pixels
-)
+from fastgan.data.augment import resize_uint8  # the loaders' resizer, so both paths give the same pixels
 from fastgan.data.base import ImageDataset
 from fastgan.data.items import ItemSource, decode_image
 from fastgan.errors import DataError

@@ -11,21 +11,10 @@ import numpy as np
 
 from fastgan.config import DataConfig
 from fastgan.data.base import ImageDataset
-from fastgan.data.cache import (
-    DECODED,
-    _build,
-    _fingerprint,
-    cached_dataset,
-    decoded_source,
-)
+from fastgan.data.cache import DECODED, _build, _fingerprint, cached_dataset, decoded_source
 from fastgan.data.cifar import CIFAR_SETS, load_cifar_dataset
 from fastgan.data.digits import load_digits_dataset
-from fastgan.data.idx import (
-    EMNIST_SETS,
-    IDX_SETS,
-    load_emnist_dataset,
-    load_idx_dataset,
-)
+from fastgan.data.idx import EMNIST_SETS, IDX_SETS, load_emnist_dataset, load_idx_dataset
 from fastgan.data.prepare import open_prepared, prepare_arrays
 from fastgan.errors import DataError
 

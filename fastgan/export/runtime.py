@@ -11,15 +11,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from fastgan.export.spec import (
-    FORMAT,
-    FORMAT_VERSION,
-    IMAGES,
-    IMAGES_UINT8,
-    LABEL,
-    OnnxError,
-    Z,
-)
+from fastgan.export.spec import FORMAT, FORMAT_VERSION, IMAGES, IMAGES_UINT8, LABEL, OnnxError, Z
 
 # Fastest first; onnxruntime skips (with its own warning) a provider whose libraries are missing.
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

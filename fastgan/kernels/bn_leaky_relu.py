@@ -29,15 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from fastgan.kernels.runtime import (
-    acc_dtype,
-    cdiv,
-    jit,
-    next_pow2,
-    num_programs_target,
-    tl,
-    use_triton,
-)
+from fastgan.kernels.runtime import acc_dtype, cdiv, jit, next_pow2, num_programs_target, tl, use_triton
 
 Tensor = torch.Tensor
 

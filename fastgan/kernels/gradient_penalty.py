@@ -22,15 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from fastgan.kernels.runtime import (
-    acc_dtype,
-    cdiv,
-    jit,
-    next_pow2,
-    num_programs_target,
-    tl,
-    use_triton,
-)
+from fastgan.kernels.runtime import acc_dtype, cdiv, jit, next_pow2, num_programs_target, tl, use_triton
 
 Tensor = torch.Tensor
 

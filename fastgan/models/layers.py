@@ -34,9 +34,7 @@ class BatchNormAct(nn.BatchNorm2d):
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """The fused op (fastgan/kernels/bn_leaky_relu.py) with BatchNorm2d's own bookkeeping."""
-        from fastgan.kernels.bn_leaky_relu import (
-            bn_leaky_relu,  # lazy: importing Triton fixes its mode
-        )
+        from fastgan.kernels.bn_leaky_relu import bn_leaky_relu  # lazy: importing Triton fixes its mode
 
         self._check_input_dim(x)
         if self.momentum is None:

@@ -12,14 +12,7 @@ import torch.nn.functional as F
 
 from fastgan.config import DataConfig
 from fastgan.data import ImageDataset, load_dataset
-from fastgan.data.loader import (
-    DeviceLoader,
-    Draw,
-    StreamLoader,
-    augment,
-    choose_loader,
-    make_loader,
-)
+from fastgan.data.loader import DeviceLoader, Draw, StreamLoader, augment, choose_loader, make_loader
 from fastgan.errors import DataError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -17,13 +17,7 @@ from fastgan.cli import main
 from fastgan.config import TrainConfig, load_config
 from fastgan.data import load_dataset
 from fastgan.engine.build import stepper_for
-from fastgan.engine.fast import (
-    FastOptions,
-    Stepper,
-    check_options,
-    ema_step,
-    resolve_options,
-)
+from fastgan.engine.fast import FastOptions, Stepper, check_options, ema_step, resolve_options
 from fastgan.engine.graph import restore, snapshot
 from fastgan.engine.state import update_ema
 from fastgan.engine.step import d_losses

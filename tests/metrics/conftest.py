@@ -6,11 +6,7 @@ import pytest
 
 from fastgan.config import DataConfig, load_config
 from fastgan.engine.loop import train
-from fastgan.metrics.classifier import (
-    ClassifierConfig,
-    save_classifier,
-    train_classifier,
-)
+from fastgan.metrics.classifier import ClassifierConfig, save_classifier, train_classifier
 
 from ..conftest import TINY as MODEL
 

@@ -15,14 +15,7 @@ from fastgan import fallback
 from fastgan.errors import FastganError
 from fastgan.fallback import FallbackWarning
 from fastgan.metrics import fid as fid_mod
-from fastgan.metrics.fid import (
-    Stats,
-    features_to_stats,
-    load_stats,
-    save_stats,
-    stats_to_fid,
-    trace_sqrt_product,
-)
+from fastgan.metrics.fid import Stats, features_to_stats, load_stats, save_stats, stats_to_fid, trace_sqrt_product
 
 IMPLS = ["native", "numpy", "torch"]
 
