@@ -66,22 +66,22 @@ def save_npz(x: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None:
 
 def plot_losses(metrics_path: Path, out: Path) -> None:
     """Loss curves (and D(x), D(G(z))) from metrics.jsonl to a PNG."""
-    import json
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "d_loss" in r]
+    from fastgan.engine.runfolder import read_jsonl
+
+    keys = ("step", "d_loss", "g_loss", "d_real", "d_fake")  # a cut or hand-edited line is left out, not fatal
+    rows = [r for r in read_jsonl(metrics_path)[0] if all(isinstance(r.get(k), (int, float)) for k in keys)]
     if not rows:
         return
     steps = [r["step"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in ("d_loss", "g_loss", "gp"):
         if key in rows[0]:
-            a.plot(steps, [r[key] for r in rows], label=key)
+            a.plot(steps, [r.get(key, float("nan")) for r in rows], label=key)
     a.set_xlabel("step")
     a.set_title("losses")
     a.legend()

@@ -93,11 +93,26 @@ def combine(model: Model, a: list[int], b: list[int], c: list[int], n: int = 64,
             "z_result": Y, "exemplars": {k: to_uint8(sheet_imgs[idx]) for k, idx in (("A", a), ("B", b), ("C", c))}}
 
 
+def _sheet_protocol(path: Path) -> dict[str, int]:
+    """The n and seed of the contact sheet `analyze pick` drew (its pick.json), or 64 and 0 without one."""
+    if not path.is_file():
+        return {"n": 64, "seed": 0}
+    try:
+        proto = json.loads(path.read_bytes().decode("utf-8", errors="replace"))["protocol"]
+        n, seed = proto["n"], proto["seed"]
+        if not (isinstance(n, int) and n > 0 and isinstance(seed, int)):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise AnalysisError(f"{path} is not a readable contact-sheet record (cut or edited): run "
+                           "`fastgan analyze pick CKPT` again, or pass -n and --sheet-seed") from None
+    return {"n": n, "seed": seed}
+
+
 def run(model: Model, out: Path, a: list[int], b: list[int], c: list[int], n: int | None = None,
         seed: int | None = None, label: int | None = None) -> dict[str, Any]:
     """``n``, ``seed``: the sheet's; by default those of the pick.json beside ``out``, else 64 and 0."""
     sheet_json = out.parent / "pick" / "pick.json"
-    saved = json.loads(sheet_json.read_text())["protocol"] if sheet_json.is_file() else {"n": 64, "seed": 0}
+    saved = _sheet_protocol(sheet_json) if n is None or seed is None else {}
     n = saved["n"] if n is None else n
     seed = saved["seed"] if seed is None else seed
     r = combine(model, a, b, c, n, seed, label)

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from fastgan.engine import runfolder
 from fastgan.errors import FastganError
 
 MAX_SAMPLE_GRIDS = 8  # sample grids shown over time, evenly spaced (first and last always)
@@ -80,18 +81,6 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash: the rest of the log is still worth showing
-    return rows
-
-
 def _curves(rows: list[dict[str, Any]]) -> bytes | None:
     """Losses, D outputs and (when logged) evaluation metrics against the step, as one PNG."""
     train = [r for r in rows if "d_loss" in r]
@@ -122,7 +111,8 @@ def _curves(rows: list[dict[str, Any]]) -> bytes | None:
         axes[2].set_title("evaluation")
     for a in axes:
         a.set_xlabel("step")
-        a.legend(fontsize=8)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
         a.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -169,9 +159,11 @@ def _analysis(page: _Page, folder: Path) -> None:
     page.add(f"<h3>{html.escape(folder.name)}</h3>")
     for js in sorted(folder.glob("*.json")):
         try:
-            d = json.loads(js.read_text())
-        except json.JSONDecodeError:
-            page.add(f"<p>{html.escape(js.name)}: not valid JSON (an interrupted analysis?)</p>")
+            d = json.loads(js.read_bytes().decode("utf-8", errors="replace"))
+        except ValueError:
+            d = None
+        if not isinstance(d, dict):
+            page.add(f"<p>{html.escape(js.name)}: not an analysis result (invalid JSON: an interrupted analysis?)</p>")
             continue
         sc = _scalars(d)
         if sc:
@@ -186,6 +178,15 @@ def _analysis(page: _Page, folder: Path) -> None:
         page.figure(img, img.name)
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """The run's config.json, or {} when absent or unreadable: the page says so instead of failing."""
+    try:
+        cfg = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def build_report(run_dir: str | Path) -> tuple[str, list[str]]:
     """(HTML text, run-relative names of every figure inlined) for a run folder."""
     run_dir = Path(run_dir)
@@ -195,12 +196,14 @@ def build_report(run_dir: str | Path) -> tuple[str, list[str]]:
     if not cfg_path.is_file() and not (run_dir / "metrics.jsonl").is_file():
         raise FastganError(f"{run_dir} is not a fastgan run folder (no config.json or metrics.jsonl): "
                            "pass the folder `fastgan train --out` wrote")
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    title = f"fastgan run {run_dir.resolve().name}" + (f" ({cfg['preset']})" if cfg.get("preset") else "")
+    cfg = _read_config(cfg_path)
+    title = f"fastgan run {run_dir.resolve().name}" + (f" ({cfg['preset']})" if isinstance(cfg.get("preset"), str) else "")
     page = _Page(run_dir)
     page.add(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"{_STYLE}{_ERR_SCRIPT}</head><body><h1>{html.escape(title)}</h1>")
-    rows = _metrics(run_dir / "metrics.jsonl")
+    metrics = run_dir / "metrics.jsonl"
+    rows = runfolder.read_jsonl(metrics)[0] if metrics.is_file() else []  # a cut line is skipped
+    rows = [r for r in rows if isinstance(r.get("step"), int)]  # and a row without a step cannot be plotted
     train = [r for r in rows if "d_loss" in r]
     if train:
         last = train[-1]
@@ -215,7 +218,7 @@ def build_report(run_dir: str | Path) -> tuple[str, list[str]]:
                          + _table([{"key": k, "value": json.dumps(v)} for k, v in cfg[sec].items()], ["key", "value"])
                          + "</details>")
     else:
-        page.add("<p>no config.json</p>")
+        page.add("<p>no readable config.json</p>")
 
     page.add("<h2>Samples over time</h2>")
     grids = sorted((run_dir / "samples").glob("step-*.png"))

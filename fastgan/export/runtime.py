@@ -59,12 +59,18 @@ def read_metadata(session: ort.InferenceSession, path: Path) -> dict[str, Any]:
     if raw.get("format") != FORMAT:
         raise OnnxError(f"{path} is an ONNX model but not a fastgan generator (no fastgan metadata): "
                         "export it with `fastgan export`")
-    if int(raw.get("format_version", 0)) > FORMAT_VERSION:
-        raise OnnxError(f"{path} was exported by a newer fastgan (format {raw['format_version']}): upgrade fastgan")
     meta: dict[str, Any] = dict(raw)
-    for key in ("latent_size", "num_classes", "resolution", "channels", "training_step"):
-        meta[key] = int(raw[key])
-    meta["class_names"] = json.loads(raw.get("class_names", "[]"))
+    try:
+        if int(raw.get("format_version", 0)) > FORMAT_VERSION:
+            raise OnnxError(f"{path} was exported by a newer fastgan (format {raw['format_version']}): upgrade fastgan")
+        for key in ("latent_size", "num_classes", "resolution", "channels", "training_step"):
+            meta[key] = int(raw[key])
+        meta["class_names"] = json.loads(raw.get("class_names", "[]"))
+        if not isinstance(meta["class_names"], list):
+            raise TypeError("class_names is not a list")
+    except (KeyError, ValueError, TypeError) as e:  # an edited or cut metadata map
+        raise OnnxError(f"{path} has damaged fastgan metadata ({type(e).__name__}: {e}): export it again with "
+                        "`fastgan export`") from None
     return meta
 
 

@@ -46,3 +46,14 @@ def test_index_outside_the_sheet_is_a_user_error(tiny_ckpt, cli_error, tmp_path)
     err = cli_error(["analyze", "arithmetic", str(tiny_ckpt), "--out", str(tmp_path), "--a", "1", "--b", "2",
                      "--c", "64", "--device", "cpu"])
     assert "outside the pick sheet" in err and "0..63" in err
+
+
+@pytest.mark.parametrize("record", ['{"protocol": {"n": 12', '{"protocol": {"n": "12", "seed": 3}}', "[]"])
+def test_damaged_pick_record_is_a_user_error(tiny_ckpt, cli_error, tmp_path, record):
+    (tmp_path / "pick").mkdir()
+    (tmp_path / "pick" / "pick.json").write_text(record)
+    argv = ["analyze", "arithmetic", str(tiny_ckpt), "--out", str(tmp_path / "arithmetic"), "--a", "1", "--b", "2",
+            "--c", "3", "--device", "cpu"]
+    err = cli_error(argv)
+    assert "pick.json is not a readable contact-sheet record" in err and "--sheet-seed" in err
+    assert main([*argv, "-n", "8", "--sheet-seed", "1"]) == 0  # both given: the record is not needed

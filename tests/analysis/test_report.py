@@ -65,3 +65,19 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=False)
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert img.shape == (2000, 1200) and img.std() > 10, img.std()  # text, tables and grids, not a blank page
+
+
+def test_report_survives_damaged_run_files(tmp_path, capsys):
+    """A cut or hand-edited config.json, metrics.jsonl or analysis JSON is shown as such, never a crash."""
+    run = tmp_path / "run"
+    (run / "analysis" / "pick").mkdir(parents=True)
+    (run / "analysis" / "pick" / "pick.json").write_text("[1, 2]\n")  # valid JSON, not a result
+    (run / "analysis" / "pick" / "cut.json").write_text('{"protocol": {"n"')
+    (run / "metrics.jsonl").write_bytes(b'{"step": 10, "d_loss": 1.5, "g_loss": 0.7}\n[1]\n{"d_loss": 2}\n\xff\xfe{"st')
+    for cfg in ('{"model": {"arch"', '["model"]', "\xff"):
+        (run / "config.json").write_text(cfg, errors="surrogateescape")
+        assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
+        text = (tmp_path / "r.html").read_text()
+        assert "no readable config.json" in text
+        assert "1 log lines up to step 10" in text  # the one whole row with a step, the rest skipped
+        assert "pick.json: not an analysis result" in text and "cut.json: not an analysis result" in text

@@ -101,3 +101,18 @@ def test_generate_without_torch(cond_model):
 
     same = OnnxGenerator(path).generate(5, labels=[1, 2], seed=9)
     assert out.stdout.split() == ["(5,", "32,", "32,", "1)", "uint8", hashlib.sha256(same.tobytes()).hexdigest()]
+
+
+@pytest.mark.parametrize("edit", [{"latent_size": "many"}, {"class_names": "{cut"}, {"class_names": '"0"'},
+                                  {"format_version": "x"}, {"resolution": None}])
+def test_damaged_metadata(tmp_path, cond_model, edit):
+    """A fastgan ONNX file whose metadata was edited or cut: one named error, not a KeyError or ValueError."""
+    model = onnx.load(str(cond_model[1]))
+    props = {p.key: p.value for p in model.metadata_props}
+    for key, value in edit.items():
+        props.pop(key) if value is None else props.__setitem__(key, value)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, tmp_path / "edited.onnx")
+    with pytest.raises(OnnxError, match="has damaged fastgan metadata.*export it again"):
+        OnnxGenerator(tmp_path / "edited.onnx")
