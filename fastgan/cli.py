@@ -39,6 +39,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _note(e: BaseException) -> str:
+    """What the trainer saved before the error ended the run (``fastgan_note``), as the end of the error's line."""
+    note = getattr(e, "fastgan_note", None)
+    return f"; {note}" if note else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     threads.configure()  # OpenMP defaults must be in the environment before torch loads
     argv = sys.argv[1:] if argv is None else argv
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except FastganError as e:
-        print(f"fastgan: error: {e}", file=sys.stderr)
+        print(f"fastgan: error: {e}{_note(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastgan: interrupted (the newest checkpoint in the run folder is intact; --resume auto continues)",
@@ -58,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # a bug, not a user error: one line unless asked for the traceback
         if line := user_system_error(e):  # permissions, a full disk, a missing path, memory: the user's to fix
-            print(f"fastgan: error: {line}", file=sys.stderr)
+            print(f"fastgan: error: {line}{_note(e)}", file=sys.stderr)
             return 2
         if os.environ.get("FASTGAN_DEBUG"):
             raise
         print(f"fastgan: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(set FASTGAN_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+              f"(set FASTGAN_DEBUG=1 for the traceback and report it){_note(e)}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -141,7 +142,8 @@ class TrainConfig:
 class EvalConfig:
     every: int = _field(0, resumable=True)  # steps between in-training evaluations (FID etc.); 0 = off
     samples: int = _field(2000, resumable=True)  # generated images per evaluation (FID depends on it: always reported)
-    metric: str = "fid"  # the metric that picks best.pt; lower is better
+    metric: str = "fid"  # the metric that picks best.pt: fid, classifier_fid (lower is better), inception_score_mean,
+    # classifier_is, classifier_acc (higher is better)
     # stop after this many evaluations without improvement; 0 = never stop early
     patience: int = _field(0, resumable=True)
     batch_size: int = _field(250, resumable=True)  # batch size of the feature network (results do not depend on it)
@@ -347,6 +349,9 @@ def _resolve_key(key: str) -> str:
         return matches[0]
     if len(matches) > 1:
         raise ConfigError(f"ambiguous key '{key}': say which one of {', '.join(matches)}")
+    if key == "preset":
+        raise ConfigError("the preset is not a --set key: name it first (`fastgan train mnist-dcgan ...`) or set "
+                          "`preset = \"...\"` at the top of a --config file")
     raise ConfigError(f"unknown config key '{key}': `fastgan train --dry-run` lists every key")
 
 
@@ -425,6 +430,22 @@ def _value(cfg: Config, key: str) -> Any:
     return getattr(getattr(cfg, sec), name) if name else getattr(cfg, sec)
 
 
+MAX_THREADS = 1024  # train.threads; more hangs or crashes OpenMP long before it could help
+SPLITS = ("train", "test")  # data.split
+# eval.metric: what the in-training evaluator can report (fastgan/metrics/training.py), and which way is better
+EVAL_METRICS = ("fid", "inception_score_mean", "classifier_fid", "classifier_is", "classifier_acc")
+HIGHER_IS_BETTER = ("inception_score_mean", "classifier_is", "classifier_acc")
+
+
+def _known_metric(name: str) -> bool:
+    return name in EVAL_METRICS or bool(re.fullmatch(r"classifier_acc_\d+", name))
+
+
+def higher_is_better(metric: str) -> bool:
+    """True for scores (Inception Score, classifier accuracy), False for distances (FID)."""
+    return metric in HIGHER_IS_BETTER or metric.startswith("classifier_acc_")
+
+
 def validate(cfg: Config) -> None:
     m, lo, o, t = cfg.model, cfg.loss, cfg.optim, cfg.train
     for key, f in key_fields().items():
@@ -454,13 +475,36 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"bad value for model.d_dropout: {m.d_dropout} (must be in [0, 1))")
     if not 0.0 <= lo.label_smoothing < 0.5:
         raise ConfigError(f"bad value for loss.label_smoothing: {lo.label_smoothing} (must be in [0, 0.5))")
-    if lo.instance_noise < 0:
-        raise ConfigError(f"bad value for loss.instance_noise: {lo.instance_noise} (must be >= 0)")
     if not 0.0 <= o.ema_decay < 1.0:
         raise ConfigError(f"bad value for optim.ema_decay: {o.ema_decay} (must be in [0, 1); 0 turns EMA off)")
     for key, lr in (("optim.g_lr", o.g_lr), ("optim.d_lr", o.d_lr)):
-        if not lr > 0:
-            raise ConfigError(f"bad value for {key}: {lr} (must be > 0)")
+        if not 0 < lr < math.inf:
+            raise ConfigError(f"bad value for {key}: {lr} (a finite number > 0)")
+    for key, betas in (("optim.g_betas", o.g_betas), ("optim.d_betas", o.d_betas)):
+        if not all(0.0 <= b < 1.0 for b in betas):  # torch.optim.Adam's own check, before the run starts
+            raise ConfigError(f"bad value for {key}: {','.join(map(str, betas))} (each in [0, 1), e.g. 0.5,0.999)")
+    # weights and strengths: finite and >= 0 (NaN fails every comparison, so it is caught here too)
+    for key, v in (("loss.gp_weight", lo.gp_weight), ("loss.aux_weight", lo.aux_weight),
+                   ("loss.instance_noise", lo.instance_noise)):
+        if not 0.0 <= v < math.inf:
+            raise ConfigError(f"bad value for {key}: {v} (a finite number >= 0)")
+    for key, v in (("optim.ema_start", o.ema_start), ("loss.instance_noise_steps", lo.instance_noise_steps),
+                   ("train.threads", t.threads)):
+        if v < 0:
+            raise ConfigError(f"bad value for {key}: {v} (must be >= 0" + ("; 0 = torch's default)" if
+                              key == "train.threads" else ")"))
+    if t.threads > MAX_THREADS:  # thousands of OpenMP threads hang or crash the process
+        raise ConfigError(f"bad value for train.threads: {t.threads} (at most {MAX_THREADS}; 0 = torch's default, "
+                          "one per core)")
+    if cfg.data.split not in SPLITS:
+        raise ConfigError(f"bad value for data.split: '{cfg.data.split}' (choose one of {', '.join(SPLITS)})")
+    if not _known_metric(cfg.eval.metric):
+        raise ConfigError(f"bad value for eval.metric: '{cfg.eval.metric}' (choose one of {', '.join(EVAL_METRICS)}, "
+                          "or classifier_acc_<label>)")
+    for key in key_fields():
+        v = _value(cfg, key)
+        if isinstance(v, str) and "\x00" in v:
+            raise ConfigError(f"bad value for {key}: it contains a NUL character (\\0): remove it")
     d = cfg.data
     if not 0.0 < d.crop <= 1.0:
         raise ConfigError(f"bad value for data.crop: {d.crop} (a fraction of the shorter side, in (0, 1])")

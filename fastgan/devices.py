@@ -50,3 +50,18 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {cpu_model()} ({os.cpu_count()} cores)"
+
+
+def usable_threads(asked: int) -> int:
+    """``asked`` CPU threads, but no more than the CPUs this process may run on: more only oversubscribe (OpenMP
+    workers wait for each other) and, by the thousand, fail to start. Says so once when it lowers the count."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    if asked <= cpus:
+        return asked
+    from fastgan.fallback import warn_once
+
+    warn_once("threads", f"{asked} CPU threads asked for, but this process may use {cpus} CPUs: using {cpus}")
+    return cpus

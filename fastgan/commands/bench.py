@@ -69,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from fastgan.benchmark import suite
-    from fastgan.devices import resolve_device
+    from fastgan.devices import resolve_device, usable_threads
     from fastgan.progress import Bar
 
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        if not 1 <= args.threads <= 1024:
+            raise ConfigError(f"--threads {args.threads}: use 1 to 1024 (more than the CPUs here are lowered to them)")
+        torch.set_num_threads(usable_threads(args.threads))
     timing = suite.default_timing(device)
     if args.quick:
         timing["rounds"] = 3

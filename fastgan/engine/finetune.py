@@ -26,17 +26,22 @@ from torch import nn
 
 from fastgan.config import Config, ModelConfig
 from fastgan.engine import checkpoint as ckpt_mod
-from fastgan.errors import ConfigError
+from fastgan.errors import CheckpointError, ConfigError
 from fastgan.models import build_models
 
 # model keys that fix the weights' shapes: a fine-tune takes them from the source run (labels aside)
 SHAPE_KEYS = ("arch", "resolution", "z_dim", "g_width", "d_width", "d_norm", "d_mbstd", "label_mode", "embed_dim")
 
 
-def source_run_dir(checkpoint: str | Path) -> Path:
-    """The run folder a checkpoint belongs to (``RUN/checkpoints/step-*.pt`` or ``RUN/best.pt``)."""
+def source_run_dir(checkpoint: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``RUN/checkpoints/step-*.pt``, or ``RUN/best.pt`` beside the run's
+    config.json or metrics.jsonl); None for a loose checkpoint file, which belongs to no run."""
     p = Path(checkpoint)
-    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    if p.parent.name == "checkpoints":
+        return p.parent.parent
+    if any((p.parent / f).is_file() for f in ("config.json", "metrics.jsonl")):
+        return p.parent
+    return None
 
 
 def source_model_overrides(checkpoint: str | Path) -> dict[str, Any]:
@@ -49,10 +54,14 @@ def check_out(cfg: Config, run_dir: Path) -> None:
     """A fine-tune never writes into the run it starts from (nor into a folder inside it)."""
     if not cfg.train.init_from:
         return
-    src = source_run_dir(cfg.train.init_from).resolve()
+    if not Path(cfg.train.init_from).is_file():
+        raise CheckpointError(f"--init-from {cfg.train.init_from} does not exist or is not a file: pass a checkpoint "
+                              "of the run to start from (RUN/checkpoints/step-*.pt or RUN/best.pt)")
+    src = source_run_dir(cfg.train.init_from)
     out = Path(run_dir).resolve()
-    if out == src or src in out.parents:
-        raise ConfigError(f"--out {run_dir} is the run folder of --init-from {cfg.train.init_from}: a fine-tune "
+    if src is not None and (out == src.resolve() or src.resolve() in out.parents):
+        where = "" if out == src.resolve() else "inside "
+        raise ConfigError(f"--out {run_dir} is {where}the run folder of --init-from {cfg.train.init_from}: a fine-tune "
                           "starts a new run and never writes into its source; pick another --out")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import re
 import shlex
 import signal
 import sys
@@ -15,9 +16,9 @@ from typing import Any
 
 import torch
 
-from fastgan.config import Config, validate
+from fastgan.config import Config, higher_is_better, validate
 from fastgan.data import ImageDataset, load_dataset
-from fastgan.devices import device_name, resolve_device
+from fastgan.devices import device_name, resolve_device, usable_threads
 from fastgan.engine import checkpoint as ckpt_mod
 from fastgan.engine import distributed, finetune, runfolder
 from fastgan.engine.build import assemble
@@ -64,7 +65,7 @@ class Trainer:
         validate(cfg)
         self.device = distributed.setup(resolve_device(cfg.train.device))  # torchrun: this rank's device
         if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+            torch.set_num_threads(usable_threads(cfg.train.threads))
         ds = load_dataset(cfg.data)
         if cfg.train.batch_size > len(ds):  # legal (batches draw with replacement), but rarely what was meant
             print(f"warning: batch size {cfg.train.batch_size} is larger than the dataset ({len(ds)} images): each "
@@ -85,6 +86,11 @@ class Trainer:
         self.fixed_z, self.fixed_y = fixed_latents(cfg, self.device)
         # torchrun: rank 0 first (it writes the cached reference statistics the others read)
         self.evaluator = distributed.main_first(lambda: make_evaluator(cfg, ds, self.device)) if cfg.eval.every else None
+        reported = getattr(self.evaluator, "keys", None)
+        if reported is not None and cfg.eval.metric not in reported:  # before step 1, not at the first evaluation
+            names = [k for k in reported if not re.search(r"_std$|_\d+$", k)]  # not per-label or spread keys
+            raise ConfigError(f"eval.metric '{cfg.eval.metric}' is not computed by this run's evaluation: choose one "
+                              f"of {', '.join(names)} with --set eval.metric=...")
         self.best: dict[str, Any] = {"metric": cfg.eval.metric, "value": None, "step": None, "bad_evals": 0}
         if ckpt is not None:
             self.best = ckpt.get("best") or self.best
@@ -197,7 +203,9 @@ class Trainer:
         key, b = self.cfg.eval.metric, self.best
         if key not in values:
             raise ConfigError(f"eval.metric '{key}' is not computed here: choose one of {', '.join(values)}")
-        if b["value"] is None or values[key] < b["value"]:
+        better = values[key] > b["value"] if b["value"] is not None and higher_is_better(key) else (
+            b["value"] is None or values[key] < b["value"])
+        if better:
             b.update(value=float(values[key]), step=self.state.step, bad_evals=0)
             payload = ckpt_mod.make_payload(self.state, self.cfg, self.dataset_info, {"best": self.best},
                                             scaler=self.stepper.scaler_state())
@@ -255,6 +263,20 @@ class Trainer:
             signum, f"stopped by {signal.Signals(signum).name} at step {self.state.step}: saved {self.last_good}; "
             f"continue with: fastgan train --out {shlex.quote(str(self.run_dir))} --resume auto", self.last_good)
 
+    def _save_before_failing(self, err: Exception) -> None:
+        """Checkpoint the current (whole) step before ``err`` ends the run, so the steps since the last checkpoint
+        are not lost; a single process only (torchrun: the other ranks would wait in the checkpoint's collectives)."""
+        if distributed.active() or self.last_good == ckpt_mod.checkpoint_path(self.run_dir, self.state.step):
+            return
+        try:
+            if self._first_nonfinite() is None:
+                path = self.save_checkpoint()
+                # the CLI adds this to the error's one line
+                err.fastgan_note = f"step {self.state.step} was saved to {path}: --resume auto continues once fixed"
+        except Exception as e:  # noqa: BLE001 - the original error is the one to report
+            err.fastgan_note = (f"step {self.state.step} could not be saved ({type(e).__name__}); the last "
+                                f"checkpoint is {self.last_good or 'none'}")
+
     def _disk_full(self, path: Path | str, needed: int | None) -> FastganError:
         size = f", {runfolder.megabytes(needed)} needed" if needed else ""
         free = runfolder.DiskFull(Path(path), 0).free
@@ -289,11 +311,14 @@ class Trainer:
         last: dict[str, float] = {}
         window_t, window_start = time.perf_counter(), st.step
         plotted_at = -1
+        in_step = False
         bar = Bar(total=t.steps, initial=st.step, desc="train", unit="step", disable=self.quiet,
                    dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
         try:
             while st.step < t.steps:
+                in_step = True  # an error inside a step leaves it half done: nothing of it may be saved
                 out = self.train_one()
+                in_step = False
                 if sums:  # one fused add per step (a CUDA-graph step is otherwise a single launch)
                     torch._foreach_add_(list(sums.values()), [out[k] for k in sums])
                 else:  # copies: a CUDA-graph step returns its static output buffers
@@ -334,6 +359,12 @@ class Trainer:
                     self._stop(signum, sums)
                 if at_end:
                     break
+        except (runfolder.TrainingStopped, runfolder.DiskFull, TrainingDiverged):
+            raise
+        except Exception as e:  # a side effect failed (an evaluation, a sample grid): keep the steps done so far
+            if not in_step:
+                self._save_before_failing(e)
+            raise
         finally:
             bar.close()
         self.save_samples("final.png")
@@ -391,6 +422,26 @@ def run_dir_of_checkpoint(path: Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
+def _check_resume_target(resume_path: Path, run_dir: Path) -> None:
+    """``--resume PATH --out DIR`` where DIR is not PATH's own run: refused when DIR holds another run, whose log,
+    config and checkpoints the resumed one would otherwise trim, overwrite and mix with its own."""
+    if run_dir_of_checkpoint(resume_path).resolve() == run_dir.resolve():
+        return
+    if not (ckpt_mod.list_checkpoints(run_dir) or (run_dir / "metrics.jsonl").is_file()
+            or (run_dir / "config.json").is_file()):
+        return  # a new or empty folder: the run continues there as a branch
+    ckpt_cfg = ckpt_mod.config_of(ckpt_mod.load_checkpoint(resume_path))
+    try:
+        folder_cfg = Config.from_dict(json.loads((run_dir / "config.json").read_bytes()))
+        diffs = ckpt_mod.config_differences(ckpt_cfg, folder_cfg)
+    except (OSError, ValueError, RecursionError, AttributeError, FastganError):
+        diffs = ["its config.json is missing or unreadable"]
+    if diffs:
+        raise ConfigError(f"--out {run_dir} holds another run ({'; '.join(diffs[:3])}) and {resume_path} is not one "
+                          "of its checkpoints: resuming there would mix the two runs' logs and checkpoints; pick a new "
+                          f"--out, or leave --out off to continue in {run_dir_of_checkpoint(resume_path)}")
+
+
 def _take_folder(run_dir: Path, lock: runfolder.RunLock, quiet: bool) -> None:
     """Under the lock: clear what an interrupted trainer left behind."""
     count, size = runfolder.remove_stale_temps(run_dir)
@@ -415,6 +466,8 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> RunRes
             Path("runs") / cfg.preset if resume else _default_out(cfg.preset))
     run_dir = distributed.broadcast_object(run_dir)  # torchrun: rank 0's pick (a new folder is chosen by the disk)
     finetune.check_out(cfg, run_dir)  # before the lock: a fine-tune writes nothing into its source run
+    if resume and resume != "auto":
+        _check_resume_target(resume_path, run_dir)
     # torchrun: rank 0 alone locks and tidies the folder and picks the checkpoint; the others take its pick
     with distributed.main_only(lambda: runfolder.RunLock(run_dir)) as lock:
         if lock is not None:

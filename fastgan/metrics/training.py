@@ -24,7 +24,7 @@ from fastgan.metrics import classifier as clf_mod
 from fastgan.metrics.features import extract, uint8_batches
 from fastgan.metrics.fid import FID, load_stats, save_stats, stats_to_fid
 from fastgan.metrics.inception import load_inception, sha256_of
-from fastgan.metrics.inception_score import IS_MEAN, SPLITS, logits_to_is
+from fastgan.metrics.inception_score import IS_MEAN, IS_STD, SPLITS, logits_to_is
 from fastgan.paths import cache_home
 from fastgan.shard import Shard
 
@@ -118,5 +118,13 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
                 res.update({f"{CLASSIFIER_ACC}_{i}": float(v) for i, v in enumerate(per)})
         return res
 
+    keys = []  # what evaluate() reports, known before the first step (eval.metric is checked against it)
+    if "inception" in nets:
+        keys += [FID] + ([IS_MEAN, IS_STD] if nets["inception"][1] else [])
+    if "classifier" in nets:
+        keys += [CLASSIFIER_FID, CLASSIFIER_IS]
+        if check_labels:
+            keys += [CLASSIFIER_ACC, *(f"{CLASSIFIER_ACC}_{i}" for i in range(k_cls))]
+    evaluate.keys = tuple(keys)
     return evaluate
 
