@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fastgan.engine.runfolder import write_atomic
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
@@ -47,9 +50,10 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
 def save_png(grid: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    img.save(path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    write_atomic(path, buf.getbuffer())  # a full disk leaves the previous file, never half a PNG
 
 
 def save_grid(x: torch.Tensor, path: Path, nrow: int | None = None) -> None:
@@ -57,11 +61,12 @@ def save_grid(x: torch.Tensor, path: Path, nrow: int | None = None) -> None:
 
 
 def save_npz(x: torch.Tensor, labels: torch.Tensor | None, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"images": to_uint8(x)}
     if labels is not None:
         arrays["labels"] = labels.cpu().numpy()
-    np.savez_compressed(path, **arrays)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_atomic(path, buf.getbuffer())
 
 
 def plot_losses(metrics_path: Path, out: Path) -> None:
@@ -91,6 +96,7 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     b.set_title("discriminator outputs")
     b.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    write_atomic(out, buf.getbuffer())

@@ -3,6 +3,7 @@ resolution, latents from seeds, label mixtures through G, the feature network, f
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from torch import nn
 from fastgan.config import Config
 from fastgan.data import ImageDataset, load_dataset
 from fastgan.data.augment import resize_uint8
+from fastgan.engine import runfolder
 from fastgan.errors import FastganError
 from fastgan.images import quantize
 
@@ -89,7 +91,9 @@ def load_model(path: str | Path, device: torch.device, use_ema: bool = True) -> 
 
 
 def default_out(model: Model, name: str, out: str | None) -> Path:
-    d = Path(out) if out else model.run_dir / "analysis" / name
+    from fastgan.outputs import check_output_dir
+
+    d = check_output_dir(Path(out) if out else model.run_dir / "analysis" / name, "--out")  # a file there: one line
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -200,7 +204,7 @@ def protocol(model: Model, **extra: Any) -> dict[str, Any]:
 
 def write_json(out: Path, name: str, payload: dict[str, Any]) -> Path:
     path = out / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    runfolder.write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -240,6 +244,8 @@ def show(ax, img: np.ndarray, title: str = "") -> None:
 
 
 def save_fig(fig, path: Path, dpi: int = 90) -> Path:
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
+    runfolder.write_atomic(Path(path), buf.getbuffer())
     return path

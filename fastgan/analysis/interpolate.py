@@ -7,6 +7,7 @@ keeps the norm (White 2016, "Sampling generative networks")."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from fastgan.analysis.common import (
     to_uint8,
     write_json,
 )
+from fastgan.engine import runfolder
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -100,7 +102,9 @@ def write_gif(frames: list, path: Path, ms: int = 120) -> Path:
 
     seq = frames + frames[-2:0:-1]
     imgs = [Image.fromarray(f).resize((f.shape[1] * 3, f.shape[0] * 3), Image.NEAREST) for f in seq]
-    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=ms, loop=0)
+    buf = io.BytesIO()
+    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=ms, loop=0)
+    runfolder.write_atomic(Path(path), buf.getbuffer())
     return path
 
 

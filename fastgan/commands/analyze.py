@@ -155,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
         res = project.run(model, out, args.image, parse_ints(args.index, "--index"), args.steps, args.restarts,
                           args.feature_weight, args.seed, args.split)
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    from fastgan.engine.runfolder import write_text_atomic
+
+    write_text_atomic(out / f"{name}.json", json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k not in ("protocol", "per_class")}))
     print(f"wrote {', '.join(res['files'])} and {name}.json to {out}", file=sys.stderr)
     return 0

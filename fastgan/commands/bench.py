@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fastgan.benchmark import suite
     from fastgan.devices import resolve_device, usable_threads
+    from fastgan.engine.runfolder import write_text_atomic
     from fastgan.progress import Bar
 
     device = resolve_device(args.device)
@@ -111,5 +112,5 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     print(suite.table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"environment": env, "timing": timing, "rows": rows}, indent=2) + "\n")
+        write_text_atomic(Path(args.json), json.dumps({"environment": env, "timing": timing, "rows": rows}, indent=2) + "\n")
     return 0

@@ -22,10 +22,12 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fastgan.analysis.report import build_report
+    from fastgan.engine.runfolder import write_text_atomic
+    from fastgan.outputs import check_output_file
 
-    text, figures = build_report(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    check_output_file(out, "--out")  # before the page is built
+    text, figures = build_report(args.run_dir)
+    write_text_atomic(out, text)  # utf-8; an existing report survives a full disk
     print(f"wrote {out} ({len(text) / 2**20:.1f} MB, {len(figures)} figures inlined)", file=sys.stderr)
     return 0

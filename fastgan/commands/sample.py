@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from fastgan.commands._options import add_device
@@ -63,15 +64,29 @@ def _sample_onnx(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor |
         from fastgan.export.runtime import OnnxGenerator
     except ImportError as e:
         raise ConfigError(f"--onnx needs the '{e.name}' package: pip install 'fastgan[onnx]'") from None
+    import numpy as np
     import torch
 
     og = OnnxGenerator(args.onnx, ["CPUExecutionProvider"] if args.device == "cpu" else None)
     n = grid_count(args, og.num_classes)
     y = parse_labels(args.labels, n, og.num_classes)
     print(f"onnxruntime provider: {og.provider}", file=sys.stderr)
+    check_memory(n, SimpleNamespace(z_dim=og.z_dim, channels=og.channels, resolution=og.resolution),
+                 torch.device("cpu"))  # the images come back to the host
     z = torch.randn(n, og.z_dim, generator=torch.Generator().manual_seed(args.seed))
-    x = og.run(z.numpy(), None if y is None else y.numpy())
-    return torch.from_numpy(x), y, og.num_classes
+    parts = []
+    for i in range(0, n, ONNX_BATCH):  # in batches: the activations of a whole -n at once need far more than the images
+        try:
+            parts.append(og.run(z[i:i + ONNX_BATCH].numpy(), None if y is None else y[i:i + ONNX_BATCH].numpy()))
+        except Exception as e:  # onnxruntime raises its own pybind types
+            if "allocat" in str(e).lower():
+                raise ConfigError(f"onnxruntime ran out of memory generating -n {n}: ask for fewer (several runs with "
+                                  "different --seed give more), or free memory") from None
+            raise
+    return torch.from_numpy(np.concatenate(parts)), y, og.num_classes
+
+
+ONNX_BATCH = 1024  # images per onnxruntime call
 
 
 def grid_columns(args: argparse.Namespace, num_classes: int) -> int | None:

@@ -61,6 +61,8 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
     if dims is not None and dims not in DIMS:
         raise FastganError(f"--dims {dims} is not an Inception feature layer: use one of {', '.join(map(str, DIMS))}")
     if save_stats:
+        if Path(save_stats).suffix.lower() != ".npz":  # the pytorch-fid format; numpy would add .npz silently
+            raise FastganError(f"--save-stats {save_stats}: name a .npz file (pytorch-fid's statistics format)")
         check_output_file(save_stats, "--save-stats")  # before minutes of feature extraction
     dev = distributed.setup(resolve_device(device))  # under torchrun: each rank embeds its share of the images
     sources = [open_source(s, samples, seed, dev) for s in (a, b) if s is not None]

@@ -7,6 +7,7 @@ evaluator finds it (``cache_home()/classifiers/<dataset>.pt``).
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from fastgan.config import DataConfig
 from fastgan.data import ImageDataset, load_dataset
 from fastgan.data.augment import resize_uint8
+from fastgan.engine import runfolder
 from fastgan.errors import FastganError
 from fastgan.metrics.features import uint8_to_unit
 from fastgan.paths import cache_home
@@ -122,12 +124,11 @@ def train_classifier(data: DataConfig, cfg: ClassifierConfig = ClassifierConfig(
 
 
 def save_classifier(model: DomainClassifier, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "arch": model.arch, "meta": model.meta,
                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    runfolder.write_atomic(Path(path), buf.getbuffer())  # a private temp name; the old file survives a failure
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> DomainClassifier:
