@@ -14,6 +14,8 @@ else native, else numpy with one warning.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,7 +251,11 @@ def stats_to_fid(s1: Stats, s2: Stats, impl: str = "auto") -> float:
             "network and layer"
         )
     diff = s1.mu - s2.mu
-    value = float(diff @ diff + np.trace(s1.sigma) + np.trace(s2.sigma) - 2.0 * trace_sqrt(s1, s2, impl))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named below, not warned about
+        value = float(diff @ diff + np.trace(s1.sigma) + np.trace(s2.sigma) - 2.0 * trace_sqrt(s1, s2, impl))
+    if not np.isfinite(value):  # never printed as NaN (invalid JSON) or as a number that means nothing
+        raise FastganError(f"the FID came out {value} (the statistics hold values too large for float64): check that "
+                           "both sides are FID statistics or images")
     return max(value, 0.0)  # a true distance; only rounding could push it below 0
 
 
@@ -267,12 +273,59 @@ def save_stats(path: str | Path, stats: Stats) -> None:
     np.savez(path, **arrays)
 
 
+def _unreadable(p: Path, why: str) -> FastganError:
+    return FastganError(f"{p} is not a readable statistics file ({why}): write one with "
+                        "`fastgan fid SOURCE --save-stats PATH` (or pytorch-fid --save-stats)")
+
+
+# What a damaged, cut or foreign .npz raises while it is opened or a member is read (bad CRC, cut zip, empty file,
+# a bare .npy under an .npz name, a header that claims more than memory).
+_DAMAGED = (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, MemoryError,
+            NotImplementedError)
+
+
+def _real_array(p: Path, name: str, a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind not in "fiu":  # bool, complex, strings, objects: not statistics
+        raise FastganError(f"{p}: '{name}' holds {a.dtype} values, not real numbers: not an FID statistics file; "
+                           "write one with `fastgan fid SOURCE --save-stats PATH`")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise FastganError(f"{p}: '{name}' holds NaN or infinite values: the statistics are damaged; recompute them "
+                           "with `fastgan fid SOURCE --save-stats PATH`")
+    return a
+
+
+def check_stats(p: Path | str, st: Stats) -> None:
+    """A covariance must be symmetric and positive semi-definite, ``n`` (when stored) at least 2, and stored
+    features must be the ones mu and sigma were computed from (within rounding, float32 files included)."""
+    fix = "recompute them with `fastgan fid SOURCE --save-stats PATH`"
+    scale = float(np.abs(st.sigma).max(initial=0.0))
+    if float(np.abs(st.sigma - st.sigma.T).max(initial=0.0)) > 1e-5 * scale:
+        raise FastganError(f"{p}: sigma is not symmetric, so it is not a covariance: {fix}")
+    w = np.linalg.eigvalsh((st.sigma + st.sigma.T) / 2)
+    if len(w) and w.min() < -1e-4 * max(float(np.abs(w).max()), 1e-300):
+        raise FastganError(f"{p}: sigma has a negative eigenvalue ({w.min():.3g}), so it is not a covariance: {fix}")
+    if st.n < 0 or st.n == 1:
+        raise FastganError(f"{p}: n = {st.n} images, but a covariance needs at least 2: {fix}")
+    if st.features is not None:
+        f = st.features
+        tol = 1e-5 * max(float(np.abs(f).max(initial=0.0)), 1e-12)
+        if float(np.abs(f.mean(0) - st.mu).max(initial=0.0)) > tol:
+            raise FastganError(f"{p}: the stored features do not average to mu: the file mixes two statistics; {fix}")
+        c = f - st.mu
+        cov = c.T @ c / (st.n - 1)
+        if float(np.abs(cov - st.sigma).max(initial=0.0)) > 1e-4 * max(float(np.abs(cov).max(initial=0.0)), 1e-300):
+            raise FastganError(f"{p}: the stored features do not give sigma: the file mixes two statistics; {fix}")
+
+
 def load_stats(path: str | Path) -> Stats:
     p = Path(path)
     try:
-        z = np.load(p)
-    except (OSError, ValueError) as e:
-        raise FastganError(f"{p} is not a readable .npz file ({e})") from None
+        z = np.load(p, allow_pickle=False)
+    except _DAMAGED as e:
+        raise _unreadable(p, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
+        raise _unreadable(p, "a single .npy array, not an .npz archive of mu and sigma")
     with z:
         if "mu" not in z.files or "sigma" not in z.files:
             raise FastganError(
@@ -280,13 +333,22 @@ def load_stats(path: str | Path) -> Stats:
                 "statistics file; write one with `fastgan fid SOURCE --save-stats PATH` or pytorch-fid --save-stats"
             )
         try:
-            mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
-            n = int(z["n"]) if "n" in z.files else 0
-            feats = np.asarray(z["features"], np.float64) if "features" in z.files else None
-        except (ValueError, TypeError, OSError) as e:  # object arrays (pickles) are refused, never loaded
-            raise FastganError(f"{p} does not hold numeric mu and sigma arrays ({str(e).splitlines()[0][:100]}): "
-                               "write statistics with `fastgan fid SOURCE --save-stats PATH`") from None
+            raw = {k: np.asarray(z[k]) for k in ("mu", "sigma", "n", "features") if k in z.files}
+        except _DAMAGED as e:  # object arrays (pickles) are refused, never loaded; bad CRC, cut members
+            raise _unreadable(p, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}") from None
+    mu, sigma = _real_array(p, "mu", raw["mu"]), _real_array(p, "sigma", raw["sigma"])
+    feats = _real_array(p, "features", raw["features"]) if "features" in raw else None
+    n = 0
+    if "n" in raw:
+        if raw["n"].dtype.kind not in "iu" or raw["n"].size != 1:
+            raise FastganError(f"{p}: 'n' must be one integer (the image count), got {raw['n'].dtype} of shape "
+                               f"{raw['n'].shape}: write statistics with `fastgan fid SOURCE --save-stats PATH`")
+        n = int(raw["n"].reshape(-1)[0])
     d = mu.shape[0] if mu.ndim == 1 else -1
     if d < 1 or sigma.shape != (d, d) or (feats is not None and feats.shape != (n, d)):
-        raise FastganError(f"{p} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}: expected (d,) and (d, d)")
-    return Stats(mu, sigma, n, feats)
+        got = f" and features of shape {feats.shape} for n = {n}" if feats is not None else ""
+        raise FastganError(f"{p} holds mu of shape {mu.shape} and sigma of shape {sigma.shape}{got}: expected (d,) "
+                           "and (d, d) (and features (n, d))")
+    st = Stats(mu, sigma, n, feats)
+    check_stats(p, st)
+    return st

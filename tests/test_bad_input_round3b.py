@@ -1,0 +1,124 @@
+"""Round 3b of bad inputs: damaged or impossible FID statistics, analysis counts and seeds, a classifier of
+another dataset, report's odd files and JSON shapes, the WGAN-GP benchmark. Each ends in one line
+`fastgan: error: ...` with exit 2 (or a correct result), never an internal error, a hang or a silent number."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastgan.cli import main
+
+TINY = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.z_dim=16", "--batch-size", "16",
+        "--set", "train.grid_size=20", "--quiet"]
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """Run the CLI expecting a user error: exit 2 and exactly one line on stderr, no traceback."""
+
+    def check(argv: list[str]) -> str:
+        capsys.readouterr()
+        assert main(argv) == 2
+        cap = capsys.readouterr()
+        err = cap.err.strip()
+        assert "\n" not in err and "Traceback" not in err, err
+        assert err.startswith("fastgan: error:"), err
+        assert cap.out == "", cap.out  # no result printed before the error
+        return err
+
+    return check
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A real checkpoint of `fastgan train` (2 steps of the tiny conditional digits model)."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", "--steps", "2", "--out", str(out), *TINY]) == 0
+    return out / "checkpoints" / "step-0000002.pt"
+
+
+# -- B: .npz statistics ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def stats(tmp_path) -> tuple[Path, dict]:
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 6))
+    good = {"mu": f.mean(0), "sigma": np.cov(f, rowvar=False), "n": np.int64(40)}
+    np.savez(tmp_path / "good.npz", **good)
+    return tmp_path / "good.npz", good
+
+
+def _damaged(path: Path, kind: str) -> Path:
+    b = path.read_bytes()
+    bad = path.with_name(f"{kind}.npz")
+    if kind == "flip":
+        ba = bytearray(b)
+        ba[200] ^= 0xFF  # inside mu.npy's data: a bad CRC-32 when the member is read
+        bad.write_bytes(bytes(ba))
+    elif kind == "half":
+        bad.write_bytes(b[: len(b) // 2])
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    else:  # a bare .npy under an .npz name
+        np.save(path.with_name("x.npy"), np.zeros(3))
+        shutil.move(path.with_name("x.npy"), bad)
+    return bad
+
+
+@pytest.mark.parametrize("kind", ["flip", "half", "empty", "npy"])
+def test_fid_damaged_npz_is_one_line(stats, kind, cli_error):
+    good, _ = stats
+    err = cli_error(["fid", str(_damaged(good, kind)), str(good)])
+    assert "not a readable statistics file" in err and "--save-stats" in err
+
+
+def _edit(good: dict, **kw) -> dict:
+    return {**good, **kw}
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("nan_sigma", "NaN or infinite"), ("inf_sigma", "NaN or infinite"), ("nan_mu", "NaN or infinite"),
+    ("neg_sigma", "negative eigenvalue"), ("nonsym", "not symmetric"), ("complex_mu", "complex"),
+    ("bool", "bool"), ("n_neg", "n = -5"), ("n_one", "n = 1"), ("features_mu", "do not average to mu"),
+    ("features_sigma", "do not give sigma"), ("huge", "came out inf"),
+])
+def test_fid_impossible_statistics_are_refused(stats, tmp_path, case, needle, cli_error):
+    good_path, good = stats
+    s, mu = good["sigma"], good["mu"]
+    nan_s = s.copy()
+    nan_s[0, 0] = np.nan
+    inf_s = s.copy()
+    inf_s[1, 1] = np.inf
+    nan_mu = mu.copy()
+    nan_mu[2] = np.nan
+    nonsym = s.copy()
+    nonsym[0, 1] += 1.0
+    f = np.random.default_rng(1).normal(size=(4, 6))
+    feats = {"mu": f.mean(0), "sigma": np.cov(f, rowvar=False), "n": np.int64(4), "features": f}
+    arrays = {
+        "nan_sigma": _edit(good, sigma=nan_s), "inf_sigma": _edit(good, sigma=inf_s), "nan_mu": _edit(good, mu=nan_mu),
+        "neg_sigma": _edit(good, sigma=-s), "nonsym": _edit(good, sigma=nonsym),
+        "complex_mu": _edit(good, mu=mu.astype(complex)), "bool": _edit(good, mu=mu > 0, sigma=s > 0),
+        "n_neg": _edit(good, n=np.int64(-5)), "n_one": _edit(good, n=np.int64(1)),
+        "features_mu": _edit(feats, mu=feats["mu"] + 1), "features_sigma": _edit(feats, sigma=feats["sigma"] * 2),
+        "huge": _edit(good, mu=mu * 1e200),
+    }[case]
+    bad = tmp_path / f"{case}.npz"
+    np.savez(bad, **arrays)
+    err = cli_error(["fid", str(bad), str(good_path)])
+    assert needle in err
+
+
+def test_fid_good_statistics_still_compare(stats, tmp_path, capsys):
+    good_path, good = stats
+    f = np.random.default_rng(2).normal(size=(4, 6))  # n <= d: the features are kept and used
+    np.savez(tmp_path / "few.npz", mu=f.mean(0), sigma=np.cov(f, rowvar=False), n=np.int64(4), features=f)
+    np.savez(tmp_path / "f32.npz", mu=good["mu"].astype(np.float32), sigma=good["sigma"].astype(np.float32))
+    for other in ("few.npz", "f32.npz"):
+        assert main(["fid", str(tmp_path / other), str(good_path)]) == 0
+        assert '"fid"' in capsys.readouterr().out
