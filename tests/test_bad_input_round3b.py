@@ -122,3 +122,47 @@ def test_fid_good_statistics_still_compare(stats, tmp_path, capsys):
     for other in ("few.npz", "f32.npz"):
         assert main(["fid", str(tmp_path / other), str(good_path)]) == 0
         assert '"fid"' in capsys.readouterr().out
+
+
+# -- H: the benchmark ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("baseline", [True, False])
+def test_bench_counts_the_flops_of_a_gradient_penalty_step(baseline):
+    """FlopCounterMode's module tracker failed inside the penalty's autograd.grad ("A leaf node was passed to
+    _will_engine_execute_node"): every wgan-gp-64 bench on a CPU was an internal error."""
+    from fastgan.benchmark import suite
+
+    cpu = torch.device("cpu")
+    flops = suite.iteration_flops("wgan-gp-64", 1, baseline, cpu)
+    assert flops > 0
+    runner = suite.Runner("wgan-gp-64", "baseline" if baseline else "eager", 1, cpu)
+    runner.iteration()
+    with suite.flop_counter() as counter:  # the same count, the penalty's double backward included
+        runner.iteration()
+    assert counter.get_total_flops() == flops
+
+
+def test_bench_flop_counter_matches_torchs_without_a_penalty():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fastgan.benchmark import suite
+
+    runner = suite.Runner("dcgan-28", "eager", 2, torch.device("cpu"))
+    runner.iteration()
+    with FlopCounterMode(display=False) as ref:
+        runner.iteration()
+    with suite.flop_counter() as ours:
+        runner.iteration()
+    assert ours.get_total_flops() == ref.get_total_flops() > 0
+
+
+@pytest.mark.parametrize("name", ["rows.txt", "folder", "dev"])
+def test_bench_json_path_is_checked_before_the_benchmark(tmp_path, name, cli_error, monkeypatch):
+    from fastgan.benchmark import suite
+
+    monkeypatch.setattr(suite, "warm_runner", lambda *a, **k: pytest.fail("the benchmark ran before --json was checked"))
+    (tmp_path / "folder.json").mkdir()
+    path = {"rows.txt": tmp_path / "rows.txt", "folder": tmp_path / "folder.json", "dev": Path("/dev/null/b.json")}[name]
+    err = cli_error(["bench", "--case", "dcgan-28", "--mode", "baseline", "--batch", "2", "--rounds", "1",
+                     "--device", "cpu", "--json", str(path)])
+    assert "--json" in err

@@ -165,13 +165,34 @@ class Runner:
 _FLOPS: dict[tuple[str, int, bool], int] = {}
 
 
+class _NoModuleTracker:
+    """Stands in for FlopCounterMode's module tracker: its backward hooks fail inside ``autograd.grad`` of a leaf
+    (the WGAN-GP penalty: "A leaf node was passed to _will_engine_execute_node ..."), and only the total is used."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _NoModuleTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that counts every op into the global total without tracking modules, so that a step with
+    a gradient penalty (``autograd.grad(create_graph=True)``) can be counted, double backward included."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracker()
+    return counter
+
+
 def iteration_flops(case: str, batch: int, baseline: bool, device: torch.device) -> int:
     """FLOPs of one iteration, counted once per case on the eager step (or the baseline loop)."""
     key = (case, batch, baseline)
     if key not in _FLOPS:
         runner = Runner(case, "baseline" if baseline else "eager", batch, device)
         runner.iteration()  # lazy state (Adam moments) outside the count
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             runner.iteration()
         _FLOPS[key] = int(counter.get_total_flops())
         del runner

@@ -71,8 +71,13 @@ def run(args: argparse.Namespace) -> int:
     from fastgan.benchmark import suite
     from fastgan.devices import resolve_device, usable_threads
     from fastgan.engine.runfolder import write_text_atomic
+    from fastgan.outputs import check_output_file
     from fastgan.progress import Bar
 
+    if args.json:  # before minutes of timing, not after them
+        if Path(args.json).suffix.lower() != ".json":
+            raise ConfigError(f"--json {args.json} must name a .json file, e.g. {Path(args.json).with_suffix('.json')}")
+        check_output_file(args.json, "--json")
     device = resolve_device(args.device)
     if args.threads is not None:
         if not 1 <= args.threads <= 1024:
