@@ -14,6 +14,7 @@ else native, else numpy with one warning.
 
 from __future__ import annotations
 
+import io
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastgan.engine import runfolder
 from fastgan.errors import FastganError
 from fastgan.fallback import warn_once
 
@@ -269,8 +271,9 @@ def save_stats(path: str | Path, stats: Stats) -> None:
     arrays: dict[str, Any] = {"mu": stats.mu, "sigma": stats.sigma, "n": np.int64(stats.n)}
     if stats.features is not None:
         arrays["features"] = stats.features
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # to a buffer: np.savez would add .npz to a path without it
+    runfolder.write_atomic(Path(path), buf.getbuffer())  # an existing file survives a full disk
 
 
 def _unreadable(p: Path, why: str) -> FastganError:
