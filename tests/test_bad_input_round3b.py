@@ -166,3 +166,53 @@ def test_bench_json_path_is_checked_before_the_benchmark(tmp_path, name, cli_err
     err = cli_error(["bench", "--case", "dcgan-28", "--mode", "baseline", "--batch", "2", "--rounds", "1",
                      "--device", "cpu", "--json", str(path)])
     assert "--json" in err
+
+
+# -- E: analysis options ------------------------------------------------------------------------------------------
+
+BIG = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["interpolate", "--seed", BIG], "--seed"), (["interpolate", "--seeds", f"1,{BIG}"], "--seeds"),
+    (["interpolate", "--seed", "-1"], "--seed -1"), (["pick", "--seed", BIG], "--seed"),
+    (["neighbours", "--seed", "-3"], "--seed"), (["dfeatures", "--seed", BIG], "--seed"),
+    (["embeddings", "--seed", BIG], "--seed"), (["project", "--seed", BIG], "--seed"),
+    (["cas", "--seed", str(2**63 - 1)], "--seed"),
+    (["arithmetic", "--a", "1", "--b", "2", "--c", "3", "--sheet-seed", BIG], "--sheet-seed"),
+    (["interpolate", "--k", "-2"], "--k -2"), (["interpolate", "--steps", "1"], "--steps 1"),
+    (["pick", "-n", "0"], "-n 0"), (["arithmetic", "--a", "1", "--b", "2", "--c", "3", "-n", "0"], "-n 0"),
+    (["neighbours", "-n", "0"], "-n 0"), (["neighbours", "-n", "-1"], "-n -1"), (["neighbours", "--k", "0"], "--k 0"),
+    (["neighbours", "--k", "-1"], "--k -1"), (["neighbours", "--feature-pool", "-5"], "--feature-pool -5"),
+    (["neighbours", "--feature-pool", "0"], "--feature-pool 0"), (["neighbours", "-n", BIG], "-n"),
+    (["dfeatures", "--max-test", "0"], "--max-test 0"), (["dfeatures", "--max-test", "-5"], "--max-test -5"),
+    (["cas", "--seeds", "0"], "--seeds 0"), (["cas", "--steps", "-1"], "--steps -1"),
+    (["embeddings", "-n", "0"], "-n 0"), (["embeddings", "-n", "-5"], "-n -5"),
+    (["project", "--restarts", "0"], "--restarts 0"), (["project", "--feature-weight", "inf"], "--feature-weight inf"),
+    (["project", "--feature-weight", "nan"], "--feature-weight nan"), (["project", "--feature-weight", "-1"], "-1"),
+])
+def test_analysis_counts_and_seeds_are_checked(ckpt, tmp_path, argv, needle, cli_error):
+    err = cli_error(["analyze", argv[0], str(ckpt), *argv[1:], "--out", str(tmp_path / "an")])
+    assert needle in err and ("out of range" in err or "finite" in err), err
+    assert not (tmp_path / "an").exists() or not any((tmp_path / "an").iterdir())
+
+
+@pytest.mark.parametrize("real,gen,needle", [("0", "0", "trains no classifier"), ("-5", "0,10", "negative"),
+                                             ("inf%", "0", "counts or shares")])
+def test_cas_sizes_are_checked(ckpt, tmp_path, real, gen, needle, cli_error):
+    err = cli_error(["analyze", "cas", str(ckpt), "--real", real, "--gen", gen, "--out", str(tmp_path / "an")])
+    assert needle in err
+
+
+def test_arithmetic_refuses_a_pick_sheet_of_another_model(ckpt, tmp_path, cli_error, capsys):
+    other = tmp_path / "uncond"
+    assert main(["train", "--steps", "1", "--out", str(other), *TINY, "--set", "model.conditioning=none",
+                 "--set", "model.z_dim=12"]) == 0
+    sheet = tmp_path / "sh"
+    assert main(["analyze", "pick", str(ckpt), "-n", "8", "--out", str(sheet / "pick")]) == 0
+    err = cli_error(["analyze", "arithmetic", str(other / "checkpoints" / "step-0000001.pt"), "--a", "1", "--b", "2",
+                     "--c", "3", "--out", str(sheet / "arithmetic")])
+    assert "drawn by another model" in err and "z_dim 16 vs 12" in err
+    # the same checkpoint, named by another path, is the same model
+    assert main(["analyze", "arithmetic", str(ckpt.resolve()), "--a", "1", "--b", "2", "--c", "3",
+                 "--out", str(sheet / "arithmetic")]) == 0

@@ -6,6 +6,7 @@ are unstable, the paper averages three), and shows G(mean A - mean B + mean C) w
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +94,31 @@ def combine(model: Model, a: list[int], b: list[int], c: list[int], n: int = 64,
             "z_result": Y, "exemplars": {k: to_uint8(sheet_imgs[idx]) for k, idx in (("A", a), ("B", b), ("C", c))}}
 
 
-def _sheet_protocol(path: Path) -> dict[str, int]:
-    """The n and seed of the contact sheet `analyze pick` drew (its pick.json), or 64 and 0 without one."""
+def _sheet_protocol(path: Path, model: Model | None = None) -> dict[str, int]:
+    """The n and seed of the contact sheet `analyze pick` drew (its pick.json), or 64 and 0 without one. A sheet
+    drawn by another model (another checkpoint, z size or label count) is refused: its indices mean nothing here."""
     if not path.is_file():
         return {"n": 64, "seed": 0}
     try:
         proto = json.loads(path.read_bytes().decode("utf-8", errors="replace"))["protocol"]
         n, seed = proto["n"], proto["seed"]
-        if not (isinstance(n, int) and n > 0 and isinstance(seed, int)):
+        if not (isinstance(n, int) and n > 0 and isinstance(seed, int)) or not isinstance(proto, dict):
+            raise ValueError
+        drawn_by = proto.get("model")
+        if drawn_by is not None and not isinstance(drawn_by, str):
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise AnalysisError(f"{path} is not a readable contact-sheet record (cut or edited): run "
                            "`fastgan analyze pick CKPT` again, or pass -n and --sheet-seed") from None
+    if model is not None:
+        other = [f"{k} {proto[k]} vs {v}" for k, v in (("z_dim", model.z_dim), ("num_classes", model.num_classes))
+                 if k in proto and proto[k] != v]
+        if drawn_by is not None and os.path.realpath(drawn_by) != os.path.realpath(model.source):
+            other.insert(0, f"model {drawn_by} vs {model.source}")
+        if other:
+            raise AnalysisError(f"{path} records a sheet drawn by another model ({'; '.join(other)}): its indices "
+                                f"do not pick the same images; run `fastgan analyze pick {model.source} --out "
+                                f"{path.parent}` first, or pass -n and --sheet-seed")
     return {"n": n, "seed": seed}
 
 
@@ -112,7 +126,7 @@ def run(model: Model, out: Path, a: list[int], b: list[int], c: list[int], n: in
         seed: int | None = None, label: int | None = None) -> dict[str, Any]:
     """``n``, ``seed``: the sheet's; by default those of the pick.json beside ``out``, else 64 and 0."""
     sheet_json = out.parent / "pick" / "pick.json"
-    saved = _sheet_protocol(sheet_json) if n is None or seed is None else {}
+    saved = _sheet_protocol(sheet_json, model) if n is None or seed is None else {}
     n = saved["n"] if n is None else n
     seed = saved["seed"] if seed is None else seed
     r = combine(model, a, b, c, n, seed, label)

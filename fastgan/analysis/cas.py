@@ -47,9 +47,11 @@ def parse_sizes(text: str, total: int, what: str, cap: int | None) -> list[int]:
     for v in (s.strip() for s in text.split(",") if s.strip()):
         try:
             n = round(float(v[:-1]) / 100 * total) if v.endswith("%") else int(v)
-        except ValueError:
+        except (ValueError, OverflowError):  # 'x', 'nan%', 'inf%'
             raise AnalysisError(f"{what} takes counts or shares like 0,600,6000 or 0,10%,100%, got '{v}'") from None
-        if n < 0 or (cap is not None and n > cap):
+        if n < 0:
+            raise AnalysisError(f"{what} {v} is negative: give image counts >= 0 or shares like 10%")
+        if cap is not None and n > cap:
             raise AnalysisError(f"{what} asks for {n} images but the training split has {cap}: use at most {cap} "
                                 "(or shares like 100%)")
         out.append(n)
@@ -133,6 +135,9 @@ def run(model: Model, out: Path, real_text: str = DEFAULT_REAL, gen_text: str = 
     n_train = len(real_splits(cfg).train)
     real = parse_sizes(real_text, n_train, "--real", n_train)
     gen = parse_sizes(gen_text, n_train, "--gen", None)
+    if max(real) + max(gen) == 0:
+        raise AnalysisError(f"--real {real_text} --gen {gen_text} trains no classifier (every cell has 0 images): "
+                            f"give a size above 0, e.g. --real {DEFAULT_REAL}")
     r = analyse(model, real, gen, seeds, steps, seed)
     with warnings.catch_warnings():  # the (0 real, 0 generated) cell is empty by design
         warnings.simplefilter("ignore", RuntimeWarning)

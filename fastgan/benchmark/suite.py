@@ -171,8 +171,8 @@ class _NoModuleTracker:
 
     parents = frozenset({"Global"})
 
-    def __enter__(self) -> _NoModuleTracker:
-        return self
+    def __enter__(self) -> None:
+        return None
 
     def __exit__(self, *exc: object) -> None:
         return None

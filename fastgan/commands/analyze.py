@@ -121,12 +121,54 @@ def _per_class(text: str) -> list[int | None]:
     return out or [None]
 
 
+# Every count option of every analysis: (attribute, flag, least value). Checked in one place, before the model loads.
+MAX_COUNT = 10**8  # above it a count only ends in an overflow or out of memory
+COUNTS = {
+    "interpolate": (("steps", "--steps", 2),),  # --k: below, only without --seeds
+    "pick": (("n", "-n", 1),),
+    "arithmetic": (("n", "-n", 1),),
+    "neighbours": (("n", "-n", 1), ("k", "--k", 1), ("feature_pool", "--feature-pool", 1)),
+    "dfeatures": (("max_test", "--max-test", 1),),
+    "cas": (("seeds", "--seeds", 1), ("steps", "--steps", 1)),
+    "embeddings": (("n", "-n", 2),),  # a PCA of one point is no picture
+    "project": (("steps", "--steps", 1), ("restarts", "--restarts", 1)),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Counts, seeds and weights of any analysis: one line naming the option and its range (exit 2)."""
+    import math
+
+    from fastgan.analysis.common import AnalysisError, parse_ints
+    from fastgan.config import MAX_SEED
+
+    counts = list(COUNTS.get(args.analysis, ()))
+    if args.analysis == "interpolate" and not args.seeds:
+        counts.append(("k", "--k", 2))
+    for attr, flag, least in counts:
+        v = getattr(args, attr, None)
+        if v is not None and not least <= v <= MAX_COUNT:
+            raise AnalysisError(f"{flag} {v} is out of range: use {least} .. {MAX_COUNT}")
+    seeds = [("--seed", args.seed)]
+    if args.analysis == "arithmetic" and args.sheet_seed is not None:
+        seeds.append(("--sheet-seed", args.sheet_seed))
+    if args.analysis == "interpolate":
+        seeds += [("--seeds", s) for s in parse_ints(args.seeds, "--seeds")]
+    top = MAX_SEED - 1000 * args.seeds - 1 if args.analysis == "cas" else MAX_SEED  # cas seeds seed + 1000 s + 1
+    for flag, v in seeds:
+        if not 0 <= v <= top:
+            raise AnalysisError(f"{flag} {v} is out of range: use 0 .. {top}" + (" (2**63-1)" if top == MAX_SEED else ""))
+    if args.analysis == "project" and not (math.isfinite(args.feature_weight) and args.feature_weight >= 0):
+        raise AnalysisError(f"--feature-weight {args.feature_weight} must be a finite number >= 0 (0 = pixels only)")
+
+
 def run(args: argparse.Namespace) -> int:
     from fastgan.analysis import arithmetic, cas, dfeatures, embeddings, interpolate, neighbours, project
     from fastgan.analysis.common import AnalysisError, check_label, default_out, load_model, parse_ints
     from fastgan.devices import resolve_device
 
     name = args.analysis
+    check_args(args)
     model = load_model(args.checkpoint, resolve_device(args.device), not args.no_ema)
     out = default_out(model, name, args.out)
     t0 = time.perf_counter()
