@@ -216,3 +216,48 @@ def test_arithmetic_refuses_a_pick_sheet_of_another_model(ckpt, tmp_path, cli_er
     # the same checkpoint, named by another path, is the same model
     assert main(["analyze", "arithmetic", str(ckpt.resolve()), "--a", "1", "--b", "2", "--c", "3",
                  "--out", str(sheet / "arithmetic")]) == 0
+
+
+# -- F: domain classifiers ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mnist_classifier(tmp_path_factory) -> Path:
+    """A classifier whose file says it was trained on mnist (a 1-epoch digits one, relabelled: same shapes)."""
+    from fastgan.config import DataConfig
+    from fastgan.metrics.classifier import ClassifierConfig, save_classifier, train_classifier
+
+    model, _ = train_classifier(DataConfig(dataset="digits"), ClassifierConfig(epochs=1), quiet=True)
+    model.meta = {**model.meta, "dataset": "mnist"}
+    path = tmp_path_factory.mktemp("clf") / "mnist.pt"
+    save_classifier(model, path)
+    return path
+
+
+@pytest.mark.parametrize("argv", [["classifier", "eval", "{ckpt}", "--samples", "20", "--classifier", "{clf}"],
+                                  ["analyze", "embeddings", "{ckpt}", "-n", "4", "--classifier", "{clf}"],
+                                  ["analyze", "neighbours", "{ckpt}", "-n", "4", "--features", "classifier",
+                                   "--classifier", "{clf}"]])
+def test_a_classifier_of_another_dataset_is_refused(ckpt, mnist_classifier, tmp_path, argv, cli_error):
+    argv = [a.format(ckpt=ckpt, clf=mnist_classifier) for a in argv]
+    if argv[0] == "analyze":
+        argv += ["--out", str(tmp_path / "an")]
+    err = cli_error(argv)
+    assert "trained on 'mnist', not 'digits'" in err
+
+
+def test_a_folder_as_classifier_is_named_as_a_folder(ckpt, tmp_path, cli_error):
+    err = cli_error(["classifier", "eval", str(ckpt), "--samples", "20", "--classifier", str(tmp_path)])
+    assert "is a folder, not a file" in err
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "1e30"])
+def test_classifier_train_never_saves_a_diverged_classifier(tmp_path, lr, cli_error):
+    out = tmp_path / "c.pt"
+    err = cli_error(["classifier", "train", "--data", "digits", "--epochs", "1", "--lr", lr, "--out", str(out),
+                     "--quiet"])
+    assert "--lr" in err and not out.exists()
+
+
+def test_classifier_eval_names_samples_before_printing(ckpt, cli_error):
+    err = cli_error(["classifier", "eval", str(ckpt), "--samples", "0"])
+    assert "--samples 0" in err and "eval.samples" not in err

@@ -170,7 +170,7 @@ def domain_classifier(dataset: str, device: torch.device, path: str = "", cache_
         print(f"no domain classifier for '{dataset}' yet: training one (cached at {p})", file=sys.stderr)
         model, _ = train_classifier(DataConfig(dataset=dataset), device=device, quiet=quiet)
         save_classifier(model, p)
-    return load_classifier(p, device), p
+    return load_classifier(p, device, dataset), p
 
 
 def parse_ints(text: str | None, what: str) -> list[int]:

@@ -47,8 +47,9 @@ def add_parser(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
-        raise ConfigError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if args.epochs < 1 or args.batch_size < 1 or not 0 < args.lr < float("inf"):
+        raise ConfigError(f"--epochs and --batch-size must be >= 1 and --lr a finite number > 0 (default {_C.lr}), got "
+                          f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr}")
     from fastgan.devices import resolve_device
     from fastgan.metrics.classifier import ClassifierConfig, default_path, save_classifier, train_classifier
 
@@ -65,12 +66,17 @@ def run_eval(args: argparse.Namespace) -> int:
     from fastgan.data import load_dataset
     from fastgan.devices import resolve_device
     from fastgan.engine.checkpoint import load_generator
+    from fastgan.metrics.inception_score import SPLITS
     from fastgan.metrics.training import make_evaluator
 
+    if not SPLITS <= args.samples <= 10**7:  # named as --samples here, not as the config's eval.samples
+        raise ConfigError(f"--samples {args.samples} is out of range: use {SPLITS} .. 10000000 (the Inception Score "
+                          f"takes {SPLITS} splits)")
     device = resolve_device(args.device)
     G, cfg, _ = load_generator(args.checkpoint, device)
     cfg = replace(cfg, eval=replace(cfg.eval, inception=False, samples=args.samples, classifier=args.classifier))
     ds = load_dataset(cfg.data)
+    evaluate = make_evaluator(cfg, ds, device)  # a bad classifier is named before anything is printed
     print(f"classifier metrics on {args.samples} samples of {args.checkpoint}", file=sys.stderr)
-    print(json.dumps(make_evaluator(cfg, ds, device)(G)))
+    print(json.dumps(evaluate(G)))
     return 0

@@ -24,7 +24,7 @@ from fastgan.config import DataConfig
 from fastgan.data import ImageDataset, load_dataset
 from fastgan.data.augment import resize_uint8
 from fastgan.engine import runfolder
-from fastgan.errors import FastganError
+from fastgan.errors import FastganError, TrainingDiverged
 from fastgan.metrics.features import uint8_to_unit
 from fastgan.paths import cache_home
 
@@ -110,6 +110,9 @@ def train_classifier(data: DataConfig, cfg: ClassifierConfig = ClassifierConfig(
                 for idx in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
                     idx = idx.to(device)
                     loss = F.cross_entropy(model(uint8_to_unit(x[idx]), logits=True)[1], y[idx])
+                    if not math.isfinite(loss.item()):  # a diverged classifier is never returned (or saved)
+                        raise TrainingDiverged(f"classifier training diverged (loss {loss.item()}): "
+                                               f"lower --lr (it is {cfg.lr:g}; default {ClassifierConfig.lr:g})")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -131,8 +134,11 @@ def save_classifier(model: DomainClassifier, path: Path) -> None:
     runfolder.write_atomic(Path(path), buf.getbuffer())  # a private temp name; the old file survives a failure
 
 
-def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> DomainClassifier:
+def load_classifier(path: str | Path, device: torch.device | str = "cpu", dataset: str | None = None) -> DomainClassifier:
+    """``dataset``: the dataset it will judge; a classifier trained on another one (its meta says) is refused."""
     p = Path(path)
+    if p.is_dir():
+        raise FastganError(f"classifier {p} is a folder, not a file: pass the classifier's .pt file")
     if not p.is_file():
         raise FastganError(f"classifier {p} does not exist: train one with `fastgan classifier train --data DATASET`")
     try:
@@ -145,4 +151,9 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Dom
     except Exception as e:  # noqa: BLE001 - torch.load of a foreign file raises many types; all are this user error
         raise FastganError(f"{p} is not a fastgan classifier ({str(e).splitlines()[0][:100]}): train it again") from None
     model.meta = ck["meta"]
+    trained_on = model.meta.get("dataset") if isinstance(model.meta, dict) else None
+    if dataset is not None and isinstance(trained_on, str) and trained_on != dataset:
+        raise FastganError(f"classifier {p} was trained on '{trained_on}', not '{dataset}': its classes and features "
+                           f"mean nothing for '{dataset}'; pass a classifier of '{dataset}' (`fastgan classifier train "
+                           f"--data {dataset}`), or drop --classifier to use the cached one")
     return model.to(device).eval().requires_grad_(False)

@@ -58,7 +58,7 @@ def make_evaluator(cfg: Config, dataset: ImageDataset, device: torch.device) -> 
         ids["inception"] = net.weights_sha256
     clf_path = Path(e.classifier) if e.classifier else clf_mod.default_path(dataset.name, cfg.data.cache_dir)
     if e.classifier or clf_path.is_file():
-        clf = clf_mod.load_classifier(clf_path, device)
+        clf = clf_mod.load_classifier(clf_path, device, dataset.name)
         if clf.arch["channels"] != dataset.channels:
             raise ConfigError(f"classifier {clf_path} takes {clf.arch['channels']}-channel images but dataset "
                               f"'{dataset.name}' has {dataset.channels}: train one for this dataset")
