@@ -261,3 +261,50 @@ def test_classifier_train_never_saves_a_diverged_classifier(tmp_path, lr, cli_er
 def test_classifier_eval_names_samples_before_printing(ckpt, cli_error):
     err = cli_error(["classifier", "eval", str(ckpt), "--samples", "0"])
     assert "--samples 0" in err and "eval.samples" not in err
+
+
+# -- G: report ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def run_copy(ckpt, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(ckpt.parent.parent, run)
+    return run
+
+
+def test_report_never_opens_fifos_or_devices(run_copy, capsys):
+    import os
+
+    os.mkfifo(run_copy / "samples" / "step-0000005.png")
+    (run_copy / "samples" / "step-0000006.png").symlink_to("/dev/zero")
+    (run_copy / "analysis" / "odd").mkdir(parents=True)
+    os.mkfifo(run_copy / "analysis" / "odd" / "x.png")
+    os.mkfifo(run_copy / "analysis" / "odd" / "y.json")
+    (run_copy / "config.json").rename(run_copy / "config.saved")
+    os.mkfifo(run_copy / "config.json")
+    import threading
+
+    done = []
+    t = threading.Thread(target=lambda: done.append(main(["report", str(run_copy)])), daemon=True)
+    t.start()
+    t.join(60)
+    if not done:  # the reader blocks forever (a daemon thread, so the test process still ends)
+        pytest.fail("report hung on a FIFO or a link to /dev/zero")
+    assert done == [0]
+    page = (run_copy / "report.html").read_text()
+    assert "step-0000005.png" not in page and "step-0000006.png" not in page
+
+
+def test_report_survives_any_json_shape(run_copy, capsys):
+    with (run_copy / "metrics.jsonl").open("a") as f:
+        f.write('{"step":1,"d_loss":{"x":1},"g_loss":1}\n{"step":2,"d_loss":1,"g_loss":"a","d_real":[1,2],'
+                '"d_fake":1,"fid":"x"}\n[1,2]\n5\n')
+    (run_copy / "analysis" / "odd").mkdir(parents=True)
+    (run_copy / "analysis" / "odd" / "odd.json").write_text('{"table":[{"a":1},5],"protocol":5,"results":[3,{"b":[1]}]}')
+    assert main(["report", str(run_copy)]) == 0
+    assert "odd.json" in (run_copy / "report.html").read_text()
+
+
+def test_report_out_must_be_html(run_copy, cli_error):
+    err = cli_error(["report", str(run_copy), "--out", str(run_copy / "x.txt")])
+    assert ".html" in err and not (run_copy / "x.txt").exists()

@@ -81,6 +81,16 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _num(v: Any) -> float:
+    """A logged value as a float for a plot; anything else (an edited row's text, list, object) is a gap (NaN)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+def _files(paths: Any) -> list[Path]:
+    """Only regular files (symlinks to them included): a FIFO or a link to /dev/zero would block or never end."""
+    return sorted(p for p in paths if p.is_file())
+
+
 def _curves(rows: list[dict[str, Any]]) -> bytes | None:
     """Losses, D outputs and (when logged) evaluation metrics against the step, as one PNG."""
     train = [r for r in rows if "d_loss" in r]
@@ -97,15 +107,15 @@ def _curves(rows: list[dict[str, Any]]) -> bytes | None:
     steps = [r["step"] for r in train]
     for key in ("d_loss", "g_loss", "gp"):
         if train and key in train[0]:
-            axes[0].plot(steps, [r.get(key) for r in train], label=key)
+            axes[0].plot(steps, [_num(r.get(key)) for r in train], label=key)
     axes[0].set_title("losses")
     for key, name in (("d_real", "D(x)"), ("d_fake", "D(G(z))")):
         if train and key in train[0]:
-            axes[1].plot(steps, [r.get(key) for r in train], label=name)
+            axes[1].plot(steps, [_num(r.get(key)) for r in train], label=name)
     axes[1].set_title("discriminator outputs")
     if evals:
         for key in ("fid", "classifier_fid", "classifier_acc"):
-            pts = [(r["step"], r[key]) for r in evals if key in r]
+            pts = [(r["step"], _num(r[key])) for r in evals if key in r]
             if pts:
                 axes[2].plot(*zip(*pts), "o-", label=key)
         axes[2].set_title("evaluation")
@@ -123,7 +133,7 @@ def _curves(rows: list[dict[str, Any]]) -> bytes | None:
 
 def _checkpoints(run_dir: Path) -> list[dict[str, Any]]:
     out = []
-    files = sorted((run_dir / "checkpoints").glob("step-*.pt")) + [p for p in [run_dir / "best.pt"] if p.is_file()]
+    files = _files((run_dir / "checkpoints").glob("step-*.pt")) + [p for p in [run_dir / "best.pt"] if p.is_file()]
     for p in files:
         row: dict[str, Any] = {"file": p.relative_to(run_dir).as_posix(), "MB": round(p.stat().st_size / 2**20, 2)}
         if p.name == "best.pt":
@@ -131,7 +141,7 @@ def _checkpoints(run_dir: Path) -> list[dict[str, Any]]:
                 from fastgan.engine.checkpoint import load_checkpoint
 
                 ck = load_checkpoint(p)
-                best = ck.get("best") or {}
+                best = ck.get("best") if isinstance(ck.get("best"), dict) else {}
                 row.update(step=ck.get("step"), best_metric=best.get("metric"), best_value=best.get("value"))
             except FastganError as e:
                 row["note"] = str(e)
@@ -157,7 +167,7 @@ def _scalars(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def _analysis(page: _Page, folder: Path) -> None:
     page.add(f"<h3>{html.escape(folder.name)}</h3>")
-    for js in sorted(folder.glob("*.json")):
+    for js in _files(folder.glob("*.json")):
         try:
             d = json.loads(js.read_bytes().decode("utf-8", errors="replace"))
         except ValueError:
@@ -169,17 +179,20 @@ def _analysis(page: _Page, folder: Path) -> None:
         if sc:
             page.add(_table([{"quantity": k, "value": v} for k, v in sc], ["quantity", "value"]))
         for key in ("table", "results", "targets"):
-            if isinstance(d.get(key), list) and d[key] and isinstance(d[key][0], dict):
-                cols = [c for c in d[key][0] if not isinstance(d[key][0][c], list)]
-                page.add(_table(d[key], cols))
+            table = [r for r in d[key] if isinstance(r, dict)] if isinstance(d.get(key), list) else []
+            if table:  # rows that are not objects (an edited file) are left out
+                cols = [c for c in table[0] if not isinstance(table[0][c], (list, dict))]
+                page.add(_table(table, cols))
         page.add(f"<details><summary>protocol ({html.escape(js.name)})</summary><pre>"
                  f"{html.escape(json.dumps(d.get('protocol', {}), indent=2))}</pre></details>")
-    for img in sorted(p for p in folder.iterdir() if p.suffix.lower() in _MIME):
+    for img in _files(p for p in folder.iterdir() if p.suffix.lower() in _MIME):
         page.figure(img, img.name)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
     """The run's config.json, or {} when absent or unreadable: the page says so instead of failing."""
+    if not path.is_file():  # a FIFO is never opened
+        return {}
     try:
         cfg = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
     except (OSError, ValueError):
@@ -221,7 +234,7 @@ def build_report(run_dir: str | Path) -> tuple[str, list[str]]:
         page.add("<p>no readable config.json</p>")
 
     page.add("<h2>Samples over time</h2>")
-    grids = sorted((run_dir / "samples").glob("step-*.png"))
+    grids = _files((run_dir / "samples").glob("step-*.png"))
     if len(grids) > MAX_SAMPLE_GRIDS:
         pick = sorted({round(i * (len(grids) - 1) / (MAX_SAMPLE_GRIDS - 1)) for i in range(MAX_SAMPLE_GRIDS)})
         grids = [grids[i] for i in pick]

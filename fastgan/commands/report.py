@@ -26,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from fastgan.outputs import check_output_file
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        from fastgan.errors import ConfigError
+
+        raise ConfigError(f"--out {out} must name an .html file (the report is a web page), e.g. {out.with_suffix('.html')}")
     check_output_file(out, "--out")  # before the page is built
     text, figures = build_report(args.run_dir)
     write_text_atomic(out, text)  # utf-8; an existing report survives a full disk
