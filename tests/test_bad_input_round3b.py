@@ -308,3 +308,47 @@ def test_report_survives_any_json_shape(run_copy, capsys):
 def test_report_out_must_be_html(run_copy, cli_error):
     err = cli_error(["report", str(run_copy), "--out", str(run_copy / "x.txt")])
     assert ".html" in err and not (run_copy / "x.txt").exists()
+
+
+# -- C: fid sources, and folders named where a file belongs --------------------------------------------------------
+
+@pytest.fixture
+def ten(tmp_path) -> Path:
+    from PIL import Image
+
+    d = tmp_path / "ten"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+@pytest.mark.parametrize("spec,needle", [("digits:bogus", "unknown split 'bogus'"), ("folder:test", "names no folder")])
+def test_fid_dataset_specs_are_checked(ten, spec, needle, cli_error):
+    err = cli_error(["fid", spec, str(ten), "--samples", "5", "--weights", str(ten / "none.pth")])
+    assert needle in err
+
+
+def test_fid_samples_one_is_named_as_the_cause(ten, cli_error):
+    err = cli_error(["fid", str(ten), str(ten), "--samples", "1"])
+    assert "--samples 1" in err and "holds 1 images" not in err
+
+
+def test_classifier_train_on_a_decoded_source_needs_no_cache_resolution(ten, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path / "cache"))  # the decoded cache is built away from ~/.cache
+    assert main(["classifier", "train", "--data", "folder", "--root", str(ten), "--out", str(tmp_path / "c.pt"),
+                 "--quiet", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the cache-building note
+    assert "cache_resolution" not in err and "no labels" in err  # a folder without class subfolders: nothing to learn
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["fid", "{ten}", "{ten}", "--weights", "{tmp}"], "Inception weights file"),
+    (["analyze", "project", "{ckpt}", "--image", "{tmp}", "--out", "{tmp}/an"], "image"),
+    (["analyze", "interpolate", "{tmp}/m.onnx"], "model"),
+])
+def test_a_folder_where_a_file_belongs_is_named_as_a_folder(ckpt, ten, tmp_path, argv, needle, cli_error):
+    (tmp_path / "m.onnx").mkdir()
+    err = cli_error([a.format(ten=ten, tmp=tmp_path, ckpt=ckpt) for a in argv])
+    assert needle in err and "is a folder, not a file" in err

@@ -76,6 +76,8 @@ class _OnnxG:
 def load_model(path: str | Path, device: torch.device, use_ema: bool = True) -> Model:
     """A checkpoint (``.pt``) or an exported generator (``.onnx``)."""
     path = Path(path)
+    if path.is_dir():
+        raise AnalysisError(f"model {path} is a folder, not a file: pass a checkpoint (.pt) or an exported .onnx file")
     if path.suffix.lower() == ".onnx":
         try:
             from fastgan.export.runtime import OnnxGenerator

@@ -39,7 +39,8 @@ def read_image(path: str, channels: int, resolution: int) -> torch.Tensor:
 
     p = Path(path)
     if not p.is_file():
-        raise AnalysisError(f"image {p} does not exist: pass a PNG/JPEG path or use --index")
+        what = "is a folder, not a file" if p.is_dir() else "is not a regular file" if p.exists() else "does not exist"
+        raise AnalysisError(f"image {p} {what}: pass a PNG/JPEG path or use --index")
     try:
         img = Image.open(p).convert("L" if channels == 1 else "RGB")
     except OSError as e:

@@ -54,7 +54,10 @@ def run_train(args: argparse.Namespace) -> int:
     from fastgan.metrics.classifier import ClassifierConfig, default_path, save_classifier, train_classifier
 
     cfg = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    data = DataConfig(dataset=args.data, root=args.root)
+    from fastgan.metrics.classifier import RESOLUTION
+
+    # decoded sources (folder, celeba, ...) are cached at a resolution: the classifier's own input size
+    data = DataConfig(dataset=args.data, root=args.root, cache_resolution=RESOLUTION)
     model, report = train_classifier(data, cfg, resolve_device(args.device), quiet=args.quiet)
     out = Path(args.out) if args.out else default_path(report["dataset"])
     save_classifier(model, out)

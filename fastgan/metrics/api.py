@@ -56,6 +56,9 @@ def compute_fid(a: str, b: str | None = None, *, samples: int = 0, seed: int = 0
         raise FastganError("give a second source B to compare with, or --save-stats PATH, or --isc")
     if samples < 0 or batch_size < 0:
         raise FastganError("--samples and --batch-size must be >= 0")
+    if samples == 1:  # named here, not as a folder or split "holding 1 image"
+        raise FastganError("--samples 1 gives FID one image, but a covariance needs at least 2: use --samples 2 or "
+                           "more (0 = every image of a folder or split)")
     if not 0 <= seed <= MAX_SEED:
         raise FastganError(f"--seed {seed} is out of range: use 0 .. 2**63-1")
     if dims is not None and dims not in DIMS:

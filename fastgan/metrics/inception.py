@@ -290,7 +290,8 @@ def find_weights(path: str | Path | None = None, download: bool = True) -> Path:
     if path:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise FastganError(f"Inception weights file {p} does not exist: pass the path of {PTH_NAME} (or {NPZ_NAME})")
+            what = "is a folder, not a file" if p.is_dir() else "is not a regular file" if p.exists() else "does not exist"
+            raise FastganError(f"Inception weights file {p} {what}: pass the path of {PTH_NAME} (or {NPZ_NAME})")
         return p
     for p in weight_candidates():
         if p.is_file():

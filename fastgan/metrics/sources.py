@@ -23,6 +23,7 @@ from fastgan.engine.checkpoint import load_generator
 from fastgan.errors import FastganError
 from fastgan.images import quantize
 
+FID_CACHE_RESOLUTION = 64  # px of the decoded cache a dataset split like folder:test is read from
 CHECKPOINT_SAMPLES = 10000  # generated images when --samples is not given (FID depends on it: it is reported)
 IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")  # pytorch-fid's
 
@@ -87,8 +88,16 @@ def _folder(path: Path, limit: int) -> Source:
 
 
 def _dataset(spec: str, limit: int) -> Source:
+    from fastgan.config import SPLITS
+
     name, split = spec.split(":", 1)
-    ds = load_dataset(DataConfig(dataset=name, split=split))
+    if name == "folder":  # it has no default root, and fid has no --set data.root
+        raise FastganError(f"{spec} names no folder: pass the image folder itself as the source, e.g. "
+                           "`fastgan fid path/to/images B`")
+    if split not in SPLITS:  # never a silent fallback to the train split
+        raise FastganError(f"unknown split '{split}' in {spec}: use {' or '.join(f'{name}:{s}' for s in SPLITS)}")
+    # decoded sources (folder, celeba, lsun, imagenet) are cached at a resolution: FID's is the DCGAN presets' 64 px
+    ds = load_dataset(DataConfig(dataset=name, split=split, cache_resolution=FID_CACHE_RESOLUTION))
     images = ds.images[:limit] if limit else ds.images
     if len(images) < 2:
         raise FastganError(f"{spec} has {len(images)} images; FID needs at least 2")
