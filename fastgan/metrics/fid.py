@@ -338,7 +338,11 @@ def load_stats(path: str | Path) -> Stats:
         try:
             raw = {k: np.asarray(z[k]) for k in ("mu", "sigma", "n", "features") if k in z.files}
         except _DAMAGED as e:  # object arrays (pickles) are refused, never loaded; bad CRC, cut members
-            raise _unreadable(p, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}") from None
+            why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}"
+            if isinstance(e, (ValueError, TypeError)):
+                raise FastganError(f"{p} does not hold numeric mu and sigma arrays ({why}): write statistics with "
+                                   "`fastgan fid SOURCE --save-stats PATH`") from None
+            raise _unreadable(p, why) from None
     mu, sigma = _real_array(p, "mu", raw["mu"]), _real_array(p, "sigma", raw["sigma"])
     feats = _real_array(p, "features", raw["features"]) if "features" in raw else None
     n = 0
