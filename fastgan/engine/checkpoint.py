@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import random
 import re
+import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -59,12 +60,35 @@ def save_atomic(obj: Any, path: Path) -> None:
     write_atomic(Path(path), buf.getbuffer())
 
 
+def _reason(e: BaseException) -> str:
+    """The line of a loader's error that says what is wrong, without torch's advice (at most ~120 characters)."""
+    if isinstance(e, EOFError):
+        return "the file ends early"
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # torch's refusal of a bad opcode is a paragraph of advice; its reason line is the one that helps
+    first = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else "")
+    # the zip reader's reason is followed by advice ("This is an internal miniz error. If you are seeing ...")
+    first = re.split(r"\. (?:This is an internal|If you are seeing|In PyTorch)", first)[0].rstrip(".")
+    return textwrap.shorten(first, 120, placeholder=" ...") if first else type(e).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a fastgan checkpoint; a clean CheckpointError for anything else."""
     path = Path(path)
     if not path.is_file():  # a folder, FIFO or device is never opened
         what = "is not a regular file" if path.exists() else "does not exist"
         raise CheckpointError(f"checkpoint {path} {what}: check the path (run folders keep them in checkpoints/)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({e.strerror}): check its permissions") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes: truncated or corrupt): use an earlier checkpoint "
+                              "of the run")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip; torch before 1.6 a bare pickle
+        raise CheckpointError(f"{path} is not a fastgan checkpoint: it is neither a zip nor a pickle file (another "
+                              "kind of file, or truncated or corrupt): pass a checkpoint written by `fastgan train`")
     try:
         with warnings.catch_warnings():  # torch warns about weights_only on refusals: the one line below says it
             warnings.simplefilter("ignore")
@@ -76,11 +100,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if "Weights only load failed" in msg and re.search(r"unsupported global", msg, re.IGNORECASE):
             raise CheckpointError(f"{path} is not a fastgan checkpoint: loading it would execute code (it holds "
                                   "pickled Python objects), so fastgan refuses") from None
-        lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
-        # torch's refusal of a bad opcode is a paragraph of advice; its reason line is the one that helps
-        first = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else type(e).__name__)
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({first[:120]}): use an earlier checkpoint of the run"
+            f"checkpoint {path} is truncated or corrupt ({_reason(e)}): use an earlier checkpoint of the run"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastgan checkpoint: pass a file written by `fastgan train`")

@@ -20,9 +20,11 @@ import fcntl
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -34,7 +36,11 @@ from typing import Any
 from fastgan.errors import FastganError
 
 LOCK_NAME = ".lock"
-_FULL = (errno.ENOSPC, errno.EDQUOT)
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: the file size limit (ulimit -f) is a full disk for one file
+# What a run folder holds: these must be folders, those regular files (when present). Checked under the lock,
+# before step 1, so a file in the way costs one line, not the run's first checkpoint.
+RUN_FOLDERS = ("checkpoints", "samples")
+RUN_FILES = ("config.json", "metrics.jsonl", "best.pt", "loss_curve.png")
 # Temp files of write_atomic: ".<name>.<random>.tmp" beside the file they become.
 _TEMP_RE = re.compile(r"^\.(step-\d+\.pt|best\.pt|config\.json|metrics\.jsonl)\..+\.tmp$")
 
@@ -51,17 +57,28 @@ def megabytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-class DiskFull(FastganError):
-    """A write ran out of space; ``path`` was not changed (its old version, if any, is intact)."""
+def _size_limit() -> str:
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else megabytes(soft)
 
-    def __init__(self, path: Path, needed: int) -> None:
-        self.path, self.needed = Path(path), needed
+
+class DiskFull(FastganError):
+    """A write ran out of space (``errno`` ENOSPC, EDQUOT) or hit the file size limit (EFBIG: ``ulimit -f``, or
+    the filesystem's largest file); ``path`` was not changed (its old version, if any, is intact)."""
+
+    def __init__(self, path: Path, needed: int, err: int = errno.ENOSPC) -> None:
+        self.path, self.needed, self.errno = Path(path), needed, err
         try:
             self.free = shutil.disk_usage(self.path.parent).free
         except OSError:
             self.free = 0
-        super().__init__(f"disk full writing {self.path} ({megabytes(needed)} needed, {megabytes(self.free)} free): "
-                         "free space on that disk or pick another --out")
+        if err == errno.EFBIG:
+            super().__init__(f"{self.path} is larger than the file size limit allows ({megabytes(needed)} to write; "
+                             f"`ulimit -f` is {_size_limit()}): raise it (`ulimit -f unlimited`) or write to a "
+                             "filesystem that holds larger files")
+        else:
+            super().__init__(f"disk full writing {self.path} ({megabytes(needed)} needed, {megabytes(self.free)} "
+                             "free): free space on that disk or pick another --out")
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -74,6 +91,8 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, rename it over ``path``, fsync the folder.
     Readers see the old file or the new one, never a part; on any failure the temp file is removed."""
     path = Path(path)
+    if os.path.isdir(path):  # os.replace would name its temp file, not the folder in the way
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     view = memoryview(data).cast("B")
@@ -95,7 +114,9 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in _FULL:
-            raise DiskFull(path, len(view)) from None
+            raise DiskFull(path, len(view), e.errno) from None
+        if isinstance(e, OSError) and e.filename == tmp:  # the user knows the file, not our temp name
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
 
 
@@ -110,7 +131,10 @@ def append_line(path: Path, line: str) -> None:
     try:
         size = os.fstat(fd).st_size
         try:
-            if os.write(fd, data) != len(data):  # a regular file writes short only when the disk is full
+            n = os.write(fd, data)
+            # a regular file writes short only at a full disk or the file size limit: writing the rest raises the
+            # reason (ENOSPC, EFBIG); should it write short again, the disk is full
+            if n != len(data) and os.write(fd, data[n:]) != len(data) - n:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as e:
             try:
@@ -118,7 +142,7 @@ def append_line(path: Path, line: str) -> None:
             except OSError:
                 pass
             if e.errno in _FULL:
-                raise DiskFull(Path(path), len(data)) from None
+                raise DiskFull(Path(path), len(data), e.errno) from None
             raise
     finally:
         os.close(fd)
@@ -133,7 +157,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             row = json.loads(ln)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes ([[[[...)
             bad += 1
             continue
         if isinstance(row, dict):
@@ -173,7 +197,7 @@ def _holder(fd: int) -> dict[str, Any]:
     """What the lock file says about its holder ({} when empty or unreadable)."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return info if isinstance(info, dict) else {}
 
@@ -195,10 +219,10 @@ class RunLock:
     def acquire(self):
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
             what = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
             raise RunFolderUnusable(f"cannot use {self.run_dir} as a run folder ({what}): pick another --out") from None
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -218,7 +242,35 @@ class RunLock:
             raise RunFolderUnusable(f"cannot write {self.path} ({e.strerror}): free space there or pick another --out"
                                     ) from None
         self.fd = fd
+        try:
+            check_layout(self.run_dir)
+        except BaseException:
+            self.release()
+            raise
         return self
+
+    def _open(self) -> int:
+        """The lock file, never through a symlink or into a file with other names: it is truncated and rewritten,
+        which must not empty a file the link or hard link leads to."""
+        fix = f"remove it (rm {self.path}) or pick another --out"
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunFolderUnusable(f"{self.path} is a symlink, not fastgan's lock file (locking would overwrite "
+                                        f"its target): {fix}") from None
+            if e.errno == errno.EISDIR:
+                raise RunFolderUnusable(f"{self.path} is a folder, not fastgan's lock file: {fix}") from None
+            raise RunFolderUnusable(f"cannot use {self.run_dir} as a run folder ({e.strerror} opening "
+                                    f"{self.path}): pick another --out") from None
+        st = os.fstat(fd)
+        problem = ("is not a regular file (a FIFO, device or socket)" if not stat.S_ISREG(st.st_mode)
+                   else "has other names (a hard link: locking would overwrite them)" if st.st_nlink > 1 else None)
+        if problem:
+            os.close(fd)
+            raise RunFolderUnusable(f"{self.path} {problem}, not fastgan's lock file: {fix}")
+        os.set_blocking(fd, True)
+        return fd
 
     def _refuse(self, fd: int) -> None:
         info: dict[str, Any] = {}
@@ -251,10 +303,28 @@ class RunLock:
         self.release()
 
 
+def check_layout(run_dir: Path) -> None:
+    """Refuse a run folder whose entries are of the wrong kind (a file named checkpoints, a folder named
+    config.json, a FIFO named metrics.jsonl), before any work: each would fail a write mid-run."""
+    for name in RUN_FOLDERS:
+        p = run_dir / name
+        if os.path.lexists(p) and not p.is_dir():
+            raise RunFolderUnusable(f"{p} is not a folder (fastgan keeps its {name} there): move it away or pick "
+                                    "another --out")
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir():
+            raise RunFolderUnusable(f"{p} is a folder where fastgan writes its {name} file: move it away or pick "
+                                    "another --out")
+        if p.exists() and not p.is_file():  # a FIFO would block the write forever
+            raise RunFolderUnusable(f"{p} is not a regular file (a FIFO, device or socket) where fastgan writes its "
+                                    f"{name}: move it away or pick another --out")
+
+
 def is_busy(run_dir: Path) -> bool:
     """True when a live trainer holds ``run_dir``."""
     try:
-        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
