@@ -107,6 +107,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from fastgan.data import SOURCES
+    from fastgan.data.prepare import check_resolution
     from fastgan.data.registry import prepare_source
 
     name, root = args.source, args.root
@@ -114,8 +115,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         if not Path(name).is_dir():
             raise DataError(f"'{name}' is neither a data source nor a folder: `fastgan data list` names the sources")
         name, root = "folder", name
-    if args.resolution < 8:
-        raise DataError(f"--resolution {args.resolution} is too small: use 8 px or more (e.g. 64)")
+    check_resolution(args.resolution)
     check_output_dir(args.out)
     if not 0.0 < args.crop <= 1.0:
         raise DataError(f"--crop {args.crop} must be in (0, 1]: a fraction of the shorter side")

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from fastgan.errors import DataError
+from fastgan.outputs import not_a_folder
+
+
+def check_data_folder(root: Path, name: str, how: str) -> Path:
+    """``root`` when it is a folder; else one DataError: what it is instead (a file, a broken symlink), or that it
+    does not exist and ``how`` to get the data."""
+    if root.is_dir():
+        return root
+    if os.path.lexists(root):
+        raise DataError(f"data folder {root} for '{name}' is {not_a_folder(root)}: move it away, or point "
+                        "--set data.root=DIR (or $FASTGAN_DATA) at the folder holding the data")
+    raise DataError(f"data folder {root} for '{name}' does not exist: {how}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from fastgan.data.folder import celeba_source, folder_source
 from fastgan.data.imagenet import IMAGENET_SETS, NpzBatches, imagenet_batches
 from fastgan.data.items import ItemSource
 from fastgan.data.lsun import LSUN_SETS, lsun_source
-from fastgan.data.prepare import open_prepared, prepare_arrays, prepare_items, read_manifest
+from fastgan.data.prepare import check_resolution, open_prepared, prepare_arrays, prepare_items, read_manifest
 from fastgan.errors import DataError
 from fastgan.paths import cache_home
 
@@ -58,6 +58,7 @@ def cached_dataset(cfg: DataConfig, name: str) -> ImageDataset:
     if r < 1:
         raise DataError(f"dataset '{name}' is decoded into a cache and needs data.cache_resolution (px): set it, or "
                         "build the config with load_config, which takes it from model.resolution")
+    check_resolution(r, "data.cache_resolution")
     src = decoded_source(cfg, name)
     fingerprint = _fingerprint(src)
     out = cache_folder(cfg, name, r)

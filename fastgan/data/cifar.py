@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from fastgan.catalog import root_hint
-from fastgan.data.base import ImageDataset
+from fastgan.data.base import ImageDataset, check_data_folder
 from fastgan.errors import DataError
 from fastgan.paths import resolve_root
 
@@ -76,9 +76,7 @@ def _members(base: Path, name: str, archive: str, inner: str, names: list[str]) 
 def load_cifar_dataset(name: str, root: str = "", split: str = "train") -> ImageDataset:
     folder, archive, inner, train, test, label_key, meta, names_key = CIFAR_SETS[name]
     base = resolve_root(root, folder)
-    if not base.is_dir():
-        raise DataError(f"data folder {base} for '{name}' does not exist: run `fastgan data download {name} --root "
-                        f"{base}`, or {root_hint(base.name)}")
+    check_data_folder(base, name, f"run `fastgan data download {name} --root {base}`, or {root_hint(base.name)}")
     if split not in ("train", "test"):
         raise DataError(f"unknown split '{split}' for {name}: use train or test")
     wanted = train if split == "train" else test

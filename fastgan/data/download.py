@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import math
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from fastgan.data.imagenet import IMAGENET_SETS
 from fastgan.data.lsun import HOW_TO_GET as LSUN_HOW
 from fastgan.data.lsun import LSUN_SETS
 from fastgan.errors import DataError
+from fastgan.outputs import check_output_dir
 from fastgan.paths import resolve_root
 from fastgan.progress import Bar
 
@@ -80,6 +83,30 @@ def _manual(name: str, root: Path) -> str | None:
     return None
 
 
+def check_mirror(base: str, what: str = "--mirror") -> str:
+    """A base URL urllib can fetch from (http, https or file), else one DataError naming it."""
+    fix = f"give a base URL such as https://example.org/mnist/ or file:///srv/mirror/ ({what})"
+    try:
+        parts = urllib.parse.urlsplit(base)
+    except ValueError as e:  # an unclosed IPv6 bracket, a bad port...
+        raise DataError(f"{what} {base!r:.100} is not a valid URL ({e}): {fix}") from None
+    if parts.scheme not in ("http", "https", "file"):
+        raise DataError(f"{what} {base!r:.100} is not an http, https or file URL: {fix}")
+    if parts.scheme != "file" and not parts.hostname:
+        raise DataError(f"{what} {base!r:.100} names no server: {fix}")
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number in range
+    except ValueError as e:
+        raise DataError(f"{what} {base!r:.100} is not a valid URL ({e}): {fix}") from None
+    return base
+
+
+def check_timeout(timeout: float) -> float:
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise DataError(f"--timeout {timeout} must be a positive number of seconds, e.g. {TIMEOUT_S:g}")
+    return float(timeout)
+
+
 def md5_of(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
@@ -102,7 +129,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = TIMEOUT_S, quiet: boo
         if e.code != 416 or not have:  # 416: the part already holds every byte; check it below
             raise DataError(f"{url} answered HTTP {e.code} ({e.reason}): download it by hand into "
                             f"{dest.parent}, or from another server with {_MIRROR_HINT}") from None
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:  # ValueError: a bad URL
         reason = getattr(e, "reason", e)
         raise DataError(f"cannot reach {url} ({reason}): offline? download it by hand and put it in "
                         f"{dest.parent}, or fetch it from another server with {_MIRROR_HINT}") from None
@@ -153,8 +180,12 @@ def download(name: str, root: str = "", mirror: str = "", timeout: float = TIMEO
         raise DataError(f"no download for '{name}': choose one of {', '.join([*DOWNLOADS, *ALIASES])}")
     folder_name, files = DOWNLOADS[key]
     folder = resolve_root(root, folder_name)
+    check_output_dir(folder, "--root" if root else "the data folder")
+    timeout = check_timeout(timeout)
+    base = check_mirror(mirror) if mirror else os.environ.get("FASTGAN_MIRROR", "")
+    if base and not mirror:
+        check_mirror(base, "$FASTGAN_MIRROR")
     created = [p for p in (folder, *folder.parents) if not p.exists()]
-    base = mirror or os.environ.get("FASTGAN_MIRROR", "")
     try:
         for r in files:
             url = f"{base.rstrip('/')}/{r.filename}" if base else r.url

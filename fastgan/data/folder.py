@@ -7,21 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
+from fastgan.data.base import check_data_folder
 from fastgan.data.items import IMAGE_EXTENSIONS, FileItems, ItemSource, list_images
 from fastgan.errors import DataError
 from fastgan.paths import resolve_root
 
 
-def _existing(root: Path, name: str, how: str) -> Path:
-    if not root.is_dir():
-        raise DataError(f"data folder {root} for '{name}' does not exist: {how}")
-    return root
-
-
 def folder_source(cfg: DataConfig) -> ItemSource:
     if not cfg.root:
         raise DataError("dataset 'folder' needs its folder: add --set data.root=DIR")
-    root = _existing(Path(cfg.root).expanduser(), "folder", "point --set data.root=DIR at a folder of images")
+    root = check_data_folder(Path(cfg.root).expanduser(), "folder", "point --set data.root=DIR at a folder of images")
     paths, skipped = list_images(root)
     if not paths:
         why = f" ({len(skipped)} skipped, first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
@@ -58,7 +53,7 @@ def _attribute_table(path: Path) -> tuple[list[str], dict[str, list[int]]]:
 
 
 def celeba_source(cfg: DataConfig) -> ItemSource:
-    base = _existing(resolve_root(cfg.root, "celeba"), "celeba",
+    base = check_data_folder(resolve_root(cfg.root, "celeba"), "celeba",
                      "CelebA has no direct download: get img_align_celeba.zip (and list_attr_celeba.txt) from "
                      "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, unzip it there or set --set data.root=DIR")
     img_dir = next((d for d in (base / "img_align_celeba" / "img_align_celeba", base / "img_align_celeba", base)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fastgan.catalog import root_hint
-from fastgan.data.base import ImageDataset
+from fastgan.data.base import ImageDataset, check_data_folder
 from fastgan.errors import DataError
 from fastgan.paths import resolve_root
 
@@ -85,11 +85,8 @@ def _find(root: Path, stem: str) -> Path:
 
 
 def _check_root(base: Path, name: str, what: str) -> None:
-    if not base.is_dir():
-        raise DataError(
-            f"data folder {base} for '{name}' does not exist: put {what} there, "
-            f"run `fastgan data download {name} --root {base}`, or {root_hint(base.name)}"
-        )
+    check_data_folder(base, name, f"put {what} there, run `fastgan data download {name} --root {base}`, or "
+                      f"{root_hint(base.name)}")
 
 
 def _pair(name: str, x: np.ndarray, y: np.ndarray, img_where: str, lab_where: str) -> None:

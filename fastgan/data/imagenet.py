@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
+from fastgan.data.base import check_data_folder
 from fastgan.errors import DataError
 from fastgan.paths import resolve_root
 
@@ -54,8 +55,7 @@ class NpzBatches:
 def imagenet_batches(cfg: DataConfig, name: str) -> NpzBatches:
     root = resolve_root(cfg.root, name)
     r = IMAGENET_SETS[name]
-    if not root.is_dir():
-        raise DataError(f"data folder {root} for '{name}' does not exist: " + HOW_TO_GET.format(r=r, root=root))
+    check_data_folder(root, name, HOW_TO_GET.format(r=r, root=root))
     if cfg.split == "train":
         files = sorted(root.rglob("train_data_batch_*.npz"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
     elif cfg.split == "test":

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fastgan.config import DataConfig
+from fastgan.data.base import check_data_folder
 from fastgan.data.items import ItemSource
 from fastgan.errors import DataError
 from fastgan.paths import resolve_root
@@ -111,9 +112,7 @@ def lsun_source(cfg: DataConfig, name: str) -> ItemSource:
         raise DataError(f"unknown split '{cfg.split}' for {name}: use train or test (LSUN's val export)")
     split = "train" if cfg.split == "train" else "val"
     root = resolve_root(cfg.root, "lsun")
-    if not root.is_dir():
-        raise DataError(f"data folder {root} for '{name}' does not exist: "
-                        + HOW_TO_GET.format(cat=cats[0], split=split, root=root))
+    check_data_folder(root, name, HOW_TO_GET.format(cat=cats[0], split=split, root=root))
     dbs = [_database(root, c, split) for c in cats]
     if len(dbs) > 1 and len(set(dbs)) == 1:
         raise DataError(f"data.root {root} is a single LMDB database but {len(cats)} categories were asked for: "

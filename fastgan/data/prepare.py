@@ -33,6 +33,16 @@ CHUNK = 64  # images per worker task: large enough to amortise the pipe, small e
 SHOWN_SKIPS = 20  # skipped images named in the manifest (all are counted)
 OWN_FILES = {f"{n}{part}" for n in ("images.npy", "labels.npy", "manifest.json") for part in ("", ".part")}
 SAMPLE_CHUNKS, SAMPLE_BYTES = 16, 1 << 16  # the load-time check reads at most 1 MiB, whatever the size
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024  # px; 1024 is model.resolution's cap: a larger cache trains nothing, and
+# each decoded image is resized in memory (100,000 px square is 30 GB a picture)
+
+
+def check_resolution(r: int, what: str = "--resolution") -> int:
+    if not MIN_RESOLUTION <= r <= MAX_RESOLUTION:
+        size = "too small" if r < MIN_RESOLUTION else "too large"
+        raise DataError(f"{what} {r} is {size}: use {MIN_RESOLUTION} to {MAX_RESOLUTION} px (the largest model "
+                        "trains at 1024), e.g. 64")
+    return r
 
 
 class _NpyWriter:
@@ -191,6 +201,7 @@ def _write(out: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], sh
 def prepare_items(src: ItemSource, resolution: int, out: Path, workers: int = 0, quiet: bool = False,
                   fingerprint: str | None = None) -> dict[str, Any]:
     """Decode every item of ``src`` into ``out`` with worker processes; damaged images are skipped and counted."""
+    check_resolution(resolution)
     n = len(src.items)
     fingerprint = fingerprint or src.items.fingerprint()
     tasks = [(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
@@ -231,6 +242,8 @@ def prepare_arrays(name: str, batches: Iterable[tuple[np.ndarray, np.ndarray | N
                    resolution: int, out: Path, class_names: list[str], labelled: bool, params: dict[str, Any],
                    fingerprint: str, quiet: bool = False, total: int | None = None) -> dict[str, Any]:
     """Resize already-decoded uint8 batches (IDX, CIFAR, ImageNet npz) into ``out``."""
+    check_resolution(resolution)
+
     def chunks():
         with tqdm(total=total, desc=f"prepare {name}", unit="img", disable=quiet, file=sys.stderr,
                   mininterval=0.5) as bar:
@@ -248,7 +261,7 @@ def prepare_arrays(name: str, batches: Iterable[tuple[np.ndarray, np.ndarray | N
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         m = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return None
     return m if isinstance(m, dict) and m.get("format") == FORMAT else None
 
