@@ -4,9 +4,13 @@ with ``add_parser(subparsers)`` and ``run(args) -> int``; user errors print one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.abc
 import os
+import signal
 import sys
+import threading
 
 from fastgan import __version__, threads
 from fastgan.errors import FastganError
@@ -45,7 +49,92 @@ def _note(e: BaseException) -> str:
     return f"; {note}" if note else ""
 
 
+# Native modules whose import Ctrl-C must not cut: a KeyboardInterrupt raised in a Python callback under torch's
+# pybind11 code during `import torch` aborts the process ("terminate called after throwing an instance of
+# 'pybind11::error_already_set'", exit -6) instead of reaching the handler below.
+HEAVY_MODULES = frozenset({"torch", "torchvision", "triton", "numpy", "scipy", "PIL", "matplotlib", "sklearn", "onnx",
+                           "onnxruntime", "nvidia"})
+_INTERRUPTED = "fastgan: interrupted (the newest checkpoint in the run folder is intact; --resume auto continues)"
+
+
+class _Deferred(importlib.abc.Loader):
+    """A heavy module's own loader, run with SIGINT deferred (``_DeferSigint``)."""
+
+    def __init__(self, loader, finder: _DeferSigint) -> None:
+        self.loader, self.finder = loader, finder
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        try:
+            with self.finder.deferred():
+                self.loader.exec_module(module)
+        finally:  # the module keeps its real loader (importlib.resources and friends ask it)
+            module.__loader__ = self.loader
+            if getattr(module, "__spec__", None) is not None:
+                module.__spec__.loader = self.loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+class _DeferSigint(importlib.abc.MetaPathFinder):
+    """While a module of HEAVY_MODULES is first imported (its whole package, torch's C++ start-up included), a
+    SIGINT is noted instead of raised; once the import is done it becomes the usual KeyboardInterrupt. A second
+    SIGINT during the import exits at once (nothing is lost while a library loads)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.pending = False
+
+    def find_spec(self, name, path=None, target=None):
+        if self.active or name not in HEAVY_MODULES or threading.current_thread() is not threading.main_thread() \
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # nested, a thread, or SIGINT already handled by someone (StopSignals): import as usual
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Deferred(spec.loader, self)
+                return spec
+        return None
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.pending:  # asked twice: stop now
+            os.write(2, (_INTERRUPTED + "\n").encode())
+            os._exit(128 + signal.SIGINT)
+        self.pending = True
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.active, self.pending = True, False
+        old = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+            self.active = False
+        if self.pending:  # the import is complete: now the Ctrl-C counts
+            self.pending = False
+            raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    guard = _DeferSigint()
+    sys.meta_path.insert(0, guard)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also during start-up (parsing, the first imports)
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    finally:
+        sys.meta_path.remove(guard)
+
+
+def _main(argv: list[str] | None) -> int:
     threads.configure()  # OpenMP defaults must be in the environment before torch loads
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
@@ -58,10 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     except FastganError as e:
         print(f"fastgan: error: {e}{_note(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fastgan: interrupted (the newest checkpoint in the run folder is intact; --resume auto continues)",
-              file=sys.stderr)
-        return 130
     except Exception as e:  # a bug, not a user error: one line unless asked for the traceback
         if line := user_system_error(e):  # permissions, a full disk, a missing path, memory: the user's to fix
             print(f"fastgan: error: {line}{_note(e)}", file=sys.stderr)

@@ -19,16 +19,37 @@ environment before that; a process that imported torch already is left alone. A 
 set (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``) always wins; either of the first two
 leaves the other unset too, as libgomp would see it without fastgan. Python users
 who want the same default call ``configure()`` before importing torch.
+
+A thread count that is not a positive whole number (``OMP_NUM_THREADS=abc``, ``0``, ``-3``) is removed with one
+warning line: libgomp would print its own complaint and carry on with its default (one thread per core), which
+is what removing it gives, said once in fastgan's words.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import MutableMapping
 
 # a short spin (libgomp's default is 300,000 polls): why, and the measurements, in the module docstring
 DEFAULTS = {"GOMP_SPINCOUNT": "10000"}
+# thread counts: OpenMP takes a comma list (one count per nesting level), MKL one number; each at least 1
+THREAD_COUNTS = {"OMP_NUM_THREADS": re.compile(r"\s*\+?0*[1-9]\d*\s*(,\s*\+?0*[1-9]\d*\s*)*"),
+                 "MKL_NUM_THREADS": re.compile(r"\s*\+?0*[1-9]\d*\s*")}
+
+
+def _drop_bad_counts(env: MutableMapping[str, str]) -> list[str]:
+    """Remove thread counts the runtimes would refuse; name each on stderr. Returns the names removed."""
+    dropped = []
+    for name, valid in THREAD_COUNTS.items():
+        value = env.get(name)
+        if value is not None and not valid.fullmatch(value):
+            del env[name]
+            dropped.append(name)
+            print(f"fastgan: warning: {name}={value!r:.40} is not a positive whole number: ignored (the default, "
+                  f"one thread per core, is used); set it to e.g. {name}=4 or unset it", file=sys.stderr)
+    return dropped
 
 
 def configure(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -36,6 +57,7 @@ def configure(environ: MutableMapping[str, str] | None = None) -> dict[str, str]
     env = os.environ if environ is None else environ
     if environ is None and "torch" in sys.modules:
         return {}  # the OpenMP runtime has read the environment already
+    _drop_bad_counts(env)
     if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:  # the user chose how workers wait
         return {}
     chosen = {k: v for k, v in DEFAULTS.items() if k not in env}
