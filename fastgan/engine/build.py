@@ -34,6 +34,10 @@ def resolve_for_dataset(cfg: Config, ds: ImageDataset) -> Config:
             f"conditioning '{m.conditioning}' needs labels but dataset '{ds.name}' has none: "
             "use --set model.conditioning=none"
         )
+    if m.conditioning != "none" and not m.num_classes and ds.num_classes < 2:
+        names = f" ({', '.join(map(str, ds.class_names))})" if ds.class_names else ""
+        raise ConfigError(f"conditioning '{m.conditioning}' needs at least 2 classes but dataset '{ds.name}' has "
+                          f"{ds.num_classes}{names}: add classes, or use --set model.conditioning=none")
     k = m.num_classes or ds.num_classes
     if m.num_classes and m.num_classes != ds.num_classes:
         raise ConfigError(f"model.num_classes={m.num_classes} but dataset '{ds.name}' has {ds.num_classes} classes")

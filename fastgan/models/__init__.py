@@ -17,9 +17,9 @@ def _check(m: ModelConfig) -> None:
     if m.channels not in (1, 3):
         raise ConfigError(f"model.channels must be 1 or 3 when building a model, got {m.channels}")
     if m.conditioning != "none" and m.num_classes < 2:
-        raise ConfigError(
-            f"conditioning '{m.conditioning}' needs labels: the dataset has none (use --set model.conditioning=none)"
-        )
+        has = "one class" if m.num_classes == 1 else "none"
+        raise ConfigError(f"conditioning '{m.conditioning}' needs labels of at least 2 classes: the dataset has {has} "
+                          "(add classes, or use --set model.conditioning=none)")
     if m.d_norm == "spectral" and m.arch != "dcgan":
         raise ConfigError(f"model.d_norm=spectral is for the dcgan discriminator, not arch '{m.arch}' "
                           "(drop --set model.d_norm=spectral)")
