@@ -11,9 +11,11 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from fastgan import __version__, threads
 from fastgan.errors import FastganError
+from fastgan.fallback import FallbackWarning
 from fastgan.outputs import user_system_error
 
 # Order is the order of `fastgan --help`.
@@ -122,15 +124,25 @@ class _DeferSigint(importlib.abc.MetaPathFinder):
             raise KeyboardInterrupt
 
 
+def _one_line(message, category, filename, lineno, line=None, _default=warnings.formatwarning) -> str:
+    """fastgan's own warnings (a fast path falling back, ...) as the one line they are, without Python's
+    ``file:line: Category:`` prefix and source line; any other warning as Python formats it."""
+    if issubclass(category, FallbackWarning):
+        return f"{message}\n"  # already "fastgan: PATH falls back: REASON"
+    return _default(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     guard = _DeferSigint()
     sys.meta_path.insert(0, guard)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     try:
         return _main(argv)
     except KeyboardInterrupt:  # also during start-up (parsing, the first imports)
         print(_INTERRUPTED, file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = formatwarning
         sys.meta_path.remove(guard)
 
 

@@ -508,8 +508,8 @@ def validate(cfg: Config) -> None:
     d = cfg.data
     if not 0.0 < d.crop <= 1.0:
         raise ConfigError(f"bad value for data.crop: {d.crop} (a fraction of the shorter side, in (0, 1])")
-    if d.cache_resolution and d.cache_resolution < 8:
-        raise ConfigError(f"bad value for data.cache_resolution: {d.cache_resolution} (at least 8 px, or 0)")
+    if d.cache_resolution and not 8 <= d.cache_resolution <= 1024:
+        raise ConfigError(f"bad value for data.cache_resolution: {d.cache_resolution} (8 to 1024 px, or 0)")
     for key, v in (("data.crop_pad", d.crop_pad), ("data.loader_workers", d.loader_workers),
                    ("data.prepare_workers", d.prepare_workers), ("eval.every", cfg.eval.every),
                    ("eval.samples", cfg.eval.samples), ("eval.patience", cfg.eval.patience),
@@ -626,6 +626,8 @@ def load_config_file(path: str) -> ConfigFile:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"config file {path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path} is not a fastgan config: nested too deeply") from None
     else:
         try:
             import tomllib
@@ -638,6 +640,8 @@ def load_config_file(path: str) -> ConfigFile:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"config file {path} is not a fastgan config: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}, line 1: expected a table of sections ({', '.join(_SECTIONS)})")
     hints = all_keys()

@@ -107,7 +107,7 @@ def _sheet_protocol(path: Path, model: Model | None = None) -> dict[str, int]:
         drawn_by = proto.get("model")
         if drawn_by is not None and not isinstance(drawn_by, str):
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise AnalysisError(f"{path} is not a readable contact-sheet record (cut or edited): run "
                            "`fastgan analyze pick CKPT` again, or pass -n and --sheet-seed") from None
     if model is not None:

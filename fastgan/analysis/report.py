@@ -170,7 +170,7 @@ def _analysis(page: _Page, folder: Path) -> None:
     for js in _files(folder.glob("*.json")):
         try:
             d = json.loads(js.read_bytes().decode("utf-8", errors="replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             d = None
         if not isinstance(d, dict):
             page.add(f"<p>{html.escape(js.name)}: not an analysis result (invalid JSON: an interrupted analysis?)</p>")
@@ -195,7 +195,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         return {}
     try:
         cfg = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return cfg if isinstance(cfg, dict) else {}
 

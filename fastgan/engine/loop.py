@@ -297,6 +297,9 @@ class Trainer:
             with runfolder.StopSignals() as stop:
                 return self._loop(stop)
         except runfolder.DiskFull as e:
+            if e.errno == errno.EFBIG:  # the file size limit, not the disk: its own message, and what is intact
+                intact = f"the last checkpoint {self.last_good} is intact" if self.last_good else "no checkpoint yet"
+                raise FastganError(f"{e}; {intact}: continue with --resume auto") from None
             raise self._disk_full(e.path, e.needed) from None
         except OSError as e:  # a sample grid, the loss curve, best.pt's evaluation...
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -392,7 +395,8 @@ def find_resume(resume: str, run_dir: Path) -> Path | None:
     if resume != "auto":
         p = Path(resume)
         if not p.is_file():
-            raise CheckpointError(f"checkpoint {p} does not exist: pass a checkpoint file or --resume auto")
+            what = "is not a regular file (a folder, FIFO or device)" if p.exists() else "does not exist"
+            raise CheckpointError(f"checkpoint {p} {what}: pass a checkpoint file or --resume auto")
         return p
     path, bad = scan_checkpoints(run_dir)
     if path is None and bad:

@@ -68,7 +68,7 @@ def read_metadata(session: ort.InferenceSession, path: Path) -> dict[str, Any]:
         meta["class_names"] = json.loads(raw.get("class_names", "[]"))
         if not isinstance(meta["class_names"], list):
             raise TypeError("class_names is not a list")
-    except (KeyError, ValueError, TypeError) as e:  # an edited or cut metadata map
+    except (KeyError, ValueError, TypeError, RecursionError) as e:  # an edited or cut metadata map
         raise OnnxError(f"{path} has damaged fastgan metadata ({type(e).__name__}: {e}): export it again with "
                         "`fastgan export`") from None
     return meta

@@ -162,3 +162,63 @@ def test_higher_is_better_metrics_keep_the_highest(tmp_path, tiny_argv, monkeypa
     assert best["step"] == 6 and best["best"]["value"] == pytest.approx(0.9)
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["classifier_acc"] for r in rows if "classifier_acc" in r] == [0.5, 0.9, 0.7]
+
+
+# -- follow-ups: the CLI's one-line warnings, and messages that named the wrong cause ---------------------------------
+
+def test_fallback_warnings_are_one_line_from_the_cli(tmp_path, tiny_argv):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fastgan", "train", "--quiet", "--steps", "2", "--out", str(tmp_path / "r"),
+                        "--set", "train.threads=1000", *tiny_argv], capture_output=True, text=True, timeout=300,
+                       check=False, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert any(ln.startswith("fastgan: threads falls back: 1000 CPU threads asked for") for ln in lines), lines
+    assert not any("FallbackWarning" in ln or "usable_threads(" in ln for ln in lines), lines  # no file:line, no source
+
+
+def test_resume_from_a_folder_says_what_it_is(tmp_path, tiny_argv, capsys):
+    (tmp_path / "ck.pt").mkdir()
+    user_error(capsys, _train(tmp_path, "r", tiny_argv, "--steps", "2", "--resume", str(tmp_path / "ck.pt")),
+               "is not a regular file")
+    user_error(capsys, _train(tmp_path, "r", tiny_argv, "--steps", "2", "--resume", str(tmp_path / "gone.pt")),
+               "does not exist")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_deeply_nested_config_file_is_named(tmp_path, capsys, suffix):
+    path = tmp_path / f"deep{suffix}"
+    path.write_text(("[" * 100000 + "]" * 100000) if suffix == ".json" else "a = " + "[" * 100000 + "]" * 100000)
+    user_error(capsys, ["train", "--dry-run", "--config", str(path)], f"deep{suffix}", "nested too deeply")
+
+
+def test_cache_resolution_is_capped():
+    with pytest.raises(ConfigError, match=r"data.cache_resolution: 100000 \(8 to 1024 px"):
+        load_config(None, {"data.cache_resolution": "100000"})
+
+
+def test_file_size_limit_during_training_names_the_limit_and_keeps_the_checkpoint(tmp_path, tiny_argv):
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    run = tmp_path / "r"
+    assert main(_train(tmp_path, "r", tiny_argv, "--steps", "2")) == 0
+    ckpt = run / "checkpoints" / "step-0000002.pt"
+    before = ckpt.read_bytes()
+    limit = 2 * len(before) // 3  # the next checkpoint cannot be written whole
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    r = subprocess.run([sys.executable, "-m", "fastgan", *_train(tmp_path, "r", tiny_argv, "--steps", "4",
+                                                                "--resume", "auto")],
+                       capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path, preexec_fn=cap,
+                       env={**os.environ})
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert "ulimit -f" in err[0] and "step-0000002.pt is intact" in err[0] and "disk full" not in err[0], err[0]
+    assert ckpt.read_bytes() == before and not list(run.rglob("*.tmp"))
