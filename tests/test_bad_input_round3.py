@@ -242,7 +242,7 @@ def test_prepare_resolution_is_capped(tmp_path, capsys, pics):
 def test_cache_resolution_is_capped(tmp_path, capsys, pics):
     user_error(capsys, ["train", "--steps", 1, "--out", tmp_path / "o", "--set", "data.dataset=folder", "--set",
                         f"data.root={pics}", "--set", "data.cache_resolution=100000", "--set",
-                        f"data.cache_dir={tmp_path / 'cache'}", *TINY], "data.cache_resolution 100000 is too large")
+                        f"data.cache_dir={tmp_path / 'cache'}", *TINY], "bad value for data.cache_resolution: 100000 (8 to 1024 px")
     assert not (tmp_path / "cache").exists()
 
 
