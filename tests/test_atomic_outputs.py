@@ -145,3 +145,13 @@ def test_onnx_sampling_runs_in_batches(ckpt, tmp_path, monkeypatch):
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     assert a["images"].shape[0] == 20 and np.array_equal(a["labels"], b["labels"])
     assert np.abs(a["images"].astype(int) - b["images"].astype(int)).max() <= 1  # batching: rounding at most
+
+
+def test_sample_input_wording(ckpt, tmp_path, capsys):
+    assert main(["sample", str(ckpt), "--labels", ",", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--labels ',' names no label" in capsys.readouterr().err
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'fastgan[onnx]')")
+    (tmp_path / "dir.onnx").mkdir()
+    assert main(["sample", "--onnx", str(tmp_path / "dir.onnx"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "dir.onnx is a folder, not a file" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

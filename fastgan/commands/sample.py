@@ -50,9 +50,11 @@ def parse_labels(text: str | None, n: int, num_classes: int) -> torch.Tensor | N
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--labels must be integers like 3 or 0,1,2, got '{text}'") from None
+    if not vals:
+        raise ConfigError(f"--labels '{text}' names no label: give integers like 3 or 0,1,2")
     bad = [v for v in vals if not 0 <= v < num_classes]
-    if bad or not vals:
-        raise ConfigError(f"label {bad[0] if bad else text!r} is out of range: this model has classes 0..{num_classes - 1}")
+    if bad:
+        raise ConfigError(f"label {bad[0]} is out of range: this model has classes 0..{num_classes - 1}")
     return torch.tensor(vals)[torch.arange(n) % len(vals)]
 
 

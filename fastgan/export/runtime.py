@@ -38,7 +38,8 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 def open_session(path: str | Path, providers: Sequence[str] | None = None, threads: int = 0) -> ort.InferenceSession:
     path = Path(path)
     if not path.is_file():
-        raise OnnxError(f"ONNX model {path} does not exist: check the path (write one with `fastgan export`)")
+        what = "is a folder, not a file" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise OnnxError(f"ONNX model {path} {what}: check the path (write one with `fastgan export`)")
     try:
         return ort.InferenceSession(str(path), session_options(threads), providers=list(providers or best_providers()))
     except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
