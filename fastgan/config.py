@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -430,6 +429,7 @@ def _value(cfg: Config, key: str) -> Any:
     return getattr(getattr(cfg, sec), name) if name else getattr(cfg, sec)
 
 
+SPLITS_MIN = 10  # eval.reference: FID statistics of fewer real images mean nothing (eval.samples has the same floor)
 MAX_THREADS = 1024  # train.threads; more hangs or crashes OpenMP long before it could help
 SPLITS = ("train", "test")  # data.split
 # eval.metric: what the in-training evaluator can report (fastgan/metrics/training.py), and which way is better
@@ -478,16 +478,16 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= o.ema_decay < 1.0:
         raise ConfigError(f"bad value for optim.ema_decay: {o.ema_decay} (must be in [0, 1); 0 turns EMA off)")
     for key, lr in (("optim.g_lr", o.g_lr), ("optim.d_lr", o.d_lr)):
-        if not 0 < lr < math.inf:
-            raise ConfigError(f"bad value for {key}: {lr} (a finite number > 0)")
+        if not 0 < lr <= 1.0:  # Adam steps are about lr per weight: past 1 a GAN only diverges (and float32 overflows)
+            raise ConfigError(f"bad value for {key}: {lr} (a number in (0, 1]; the DCGAN paper uses 0.0002)")
     for key, betas in (("optim.g_betas", o.g_betas), ("optim.d_betas", o.d_betas)):
         if not all(0.0 <= b < 1.0 for b in betas):  # torch.optim.Adam's own check, before the run starts
             raise ConfigError(f"bad value for {key}: {','.join(map(str, betas))} (each in [0, 1), e.g. 0.5,0.999)")
     # weights and strengths: finite and >= 0 (NaN fails every comparison, so it is caught here too)
-    for key, v in (("loss.gp_weight", lo.gp_weight), ("loss.aux_weight", lo.aux_weight),
-                   ("loss.instance_noise", lo.instance_noise)):
-        if not 0.0 <= v < math.inf:
-            raise ConfigError(f"bad value for {key}: {v} (a finite number >= 0)")
+    for key, v, most in (("loss.gp_weight", lo.gp_weight, 1e6), ("loss.aux_weight", lo.aux_weight, 1e6),
+                         ("loss.instance_noise", lo.instance_noise, 100.0)):  # noise std in [-1, 1] pixel units
+        if not 0.0 <= v <= most:
+            raise ConfigError(f"bad value for {key}: {v} (a number from 0 to {most:g})")
     for key, v in (("optim.ema_start", o.ema_start), ("loss.instance_noise_steps", lo.instance_noise_steps),
                    ("train.threads", t.threads)):
         if v < 0:
@@ -516,6 +516,9 @@ def validate(cfg: Config) -> None:
                    ("eval.reference", cfg.eval.reference)):
         if v < 0:
             raise ConfigError(f"bad value for {key}: {v} (must be >= 0)")
+    if 0 < cfg.eval.reference < SPLITS_MIN:
+        raise ConfigError(f"bad value for eval.reference: {cfg.eval.reference} (at least {SPLITS_MIN} real images, "
+                          "like eval.samples; 0 = all)")
     if cfg.eval.batch_size < 1:
         raise ConfigError(f"bad value for eval.batch_size: {cfg.eval.batch_size} (must be at least 1)")
     if not 0 <= t.seed <= MAX_SEED:

@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     resumed = args.resume and args.resume != "auto"
     check_output_dir(cfg.train.out or (run_dir_of_checkpoint(Path(args.resume)) if resumed else "runs"),
                      "the run folder (--out)")
+    if cfg.data.cache_dir:  # caches and reference statistics are written there, maybe minutes in
+        check_output_dir(cfg.data.cache_dir, "data.cache_dir")
     from fastgan.engine import distributed
 
     if args.nproc_per_node is not None:

@@ -32,9 +32,11 @@ def user_error(capsys, argv: list[str], *needles: str) -> str:
 
 @pytest.mark.parametrize(("key", "value", "says"), [
     ("optim.g_betas", "1.5,0.9", "each in [0, 1)"), ("optim.d_betas", "nan,0.5", "each in [0, 1)"),
-    ("optim.g_lr", "inf", "finite"), ("optim.d_lr", "nan", "finite"),
-    ("loss.gp_weight", "-5", ">= 0"), ("loss.gp_weight", "nan", ">= 0"), ("loss.aux_weight", "inf", "finite"),
-    ("loss.instance_noise", "nan", ">= 0"), ("loss.instance_noise_steps", "-3", ">= 0"),
+    ("optim.g_lr", "inf", "(0, 1]"), ("optim.d_lr", "nan", "(0, 1]"),
+    ("optim.g_lr", "1e39", "(0, 1]"),  # finite, but past float32: torch failed inside the first step
+    ("loss.gp_weight", "-5", "from 0 to"), ("loss.gp_weight", "nan", "from 0 to"), ("loss.aux_weight", "inf", "to 1e+06"),
+    ("loss.instance_noise", "nan", "from 0 to"), ("loss.instance_noise", "1e300", "to 100"),
+    ("eval.reference", "1", "at least 10"), ("loss.instance_noise_steps", "-3", ">= 0"),
     ("optim.ema_start", "-5", ">= 0"), ("train.threads", "-1", ">= 0"), ("train.threads", "100000", "at most 1024"),
     ("data.split", "foo", "train, test"), ("eval.metric", "foo", "classifier_acc_<label>"),
 ])
@@ -53,6 +55,13 @@ def test_nul_in_a_path_from_a_config_file_names_key_and_line(tmp_path, capsys):
     (tmp_path / "nul.json").write_text('{"train": {"steps": 2,\n "out": "a\\u0000b"}}')
     user_error(capsys, ["train", "--config", str(tmp_path / "nul.json")], "train.out", "NUL", "nul.json, line 2")
     assert not (tmp_path / "a").exists()
+
+
+def test_unusable_cache_dir_is_refused_before_any_work(tmp_path, tiny_argv, capsys):
+    (tmp_path / "afile").write_text("x")
+    user_error(capsys, _train(tmp_path, "r", tiny_argv, "--steps", "2", "--set",
+                              f"data.cache_dir={tmp_path / 'afile' / 'sub'}"), "data.cache_dir")
+    assert not (tmp_path / "r").exists()
 
 
 def test_preset_through_set_says_where_it_goes(capsys):
