@@ -155,3 +155,13 @@ def test_sample_input_wording(ckpt, tmp_path, capsys):
     assert main(["sample", "--onnx", str(tmp_path / "dir.onnx"), "--out", str(tmp_path / "x.png")]) == 2
     assert "dir.onnx is a folder, not a file" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_export_over_the_limit_names_the_onnx_file_and_keeps_it(ckpt, tmp_path):
+    pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'fastgan[onnx]')")
+    out = tmp_path / "g.onnx"
+    assert main(["export", str(ckpt), "--onnx", str(out)]) == 0
+    before = digest(out)
+    one_error_line(limited(["export", str(ckpt), "--onnx", str(out)], tmp_path, limit=2048), "g.onnx", "ulimit -f")
+    assert digest(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

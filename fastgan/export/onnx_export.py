@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from torch import nn
 from fastgan import __version__
 from fastgan.config import Config
 from fastgan.engine.checkpoint import load_generator
+from fastgan.engine.runfolder import DiskFull
 from fastgan.export.fold import fold_batchnorm
 from fastgan.export.runtime import open_session, to_uint8
 from fastgan.export.spec import (
@@ -193,6 +195,10 @@ def export_generator(G: nn.Module, out: str | Path, meta: dict[str, str],
         onnx.save(model, tmp)
         diff, count = verify(tmp, G, opts)
         os.replace(tmp, out)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # the existing `out`, if any, is untouched
+            raise DiskFull(out, len(model.SerializeToString()), e.errno) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     tol = ATOL_FP16 if opts.fp16 else ATOL_FP32
