@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,29 @@ def tiny() -> Mapping[str, str]:
 def tiny_argv() -> tuple[str, ...]:
     """The tiny model as ``fastgan train`` arguments."""
     return tuple(a for k, v in TINY.items() for a in ("--set", f"{k}={v}"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_argv) -> Path:
+    """A finished 2-step `fastgan train` run of the tiny conditional digits model, one per test module (tests that
+    change it copy it first); its checkpoint is ``tiny_run / "checkpoints" / "step-0000002.pt"``."""
+    from fastgan.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", "--steps", "2", "--out", str(out), "--quiet", *tiny_argv]) == 0
+    return out
+
+
+@pytest.fixture
+def pics(tmp_path) -> Path:
+    """An image folder of four random 32 px RGB PNGs."""
+    from PIL import Image
+
+    d = tmp_path / "pics"
+    d.mkdir()
+    for i in range(4):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return d
 
 
 def flat_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -16,16 +16,12 @@ import torch
 
 from fastgan.cli import main
 
-TINY = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.z_dim=16", "--batch-size", "16",
-        "--set", "train.grid_size=20", "--quiet"]
 LIMIT = 16 * 1024  # RLIMIT_FSIZE in bytes: large enough for a small first output, too small for a big second one
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "run"
-    assert main(["train", "--steps", "2", "--out", str(out), *TINY]) == 0
-    return out / "checkpoints" / "step-0000002.pt"
+def ckpt(tiny_run) -> Path:
+    return tiny_run / "checkpoints" / "step-0000002.pt"
 
 
 def limited(argv: list[str], cwd: Path, limit: int = LIMIT) -> subprocess.CompletedProcess:

@@ -32,17 +32,6 @@ def payload(ckpt) -> dict:
     return torch.load(ckpt, weights_only=True)
 
 
-@pytest.fixture
-def pics(tmp_path) -> Path:
-    from PIL import Image
-
-    d = tmp_path / "pics"
-    d.mkdir()
-    for i in range(4):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return d
-
-
 def user_error(capsys, argv, *needles) -> str:
     rc = main([str(a) for a in argv])
     err = capsys.readouterr().err

@@ -12,7 +12,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fastgan import threads
@@ -22,8 +21,6 @@ from fastgan.engine import runfolder
 from fastgan.errors import FastganError
 from fastgan.outputs import check_output_dir, user_system_error
 
-TINY = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.z_dim=16", "--batch-size", "16",
-        "--set", "train.grid_size=20", "--quiet"]
 DEEP = "[" * 100_000  # deeper than any JSON parser recurses
 
 
@@ -39,45 +36,32 @@ def user_error(capsys, argv, *needles) -> str:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(tiny_run) -> Path:
     """A finished 2-step run of the tiny model (copy it before changing it)."""
-    out = tmp_path_factory.mktemp("run") / "run"
-    assert main(["train", "--steps", "2", "--out", str(out), *TINY]) == 0
-    return out
-
-
-@pytest.fixture
-def pics(tmp_path) -> Path:
-    from PIL import Image
-
-    d = tmp_path / "pics"
-    d.mkdir()
-    for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return d
+    return tiny_run
 
 
 # -- 1. a file where the run folder keeps a folder (and the reverse) ---------------------------------------------
 
 @pytest.mark.parametrize("name", ["checkpoints", "samples"])
-def test_a_file_named_like_a_run_subfolder_is_refused_before_step_1(tmp_path, capsys, name):
+def test_a_file_named_like_a_run_subfolder_is_refused_before_step_1(tmp_path, capsys, name, tiny_argv):
     rf = tmp_path / "rf"
     rf.mkdir()
     (rf / name).write_text("mine\n")
-    user_error(capsys, ["train", "--steps", 2, "--out", rf, *TINY], f"{rf / name} is not a folder", "--out")
+    user_error(capsys, ["train", "--steps", 2, "--out", rf, *tiny_argv, "--quiet"], f"{rf / name} is not a folder", "--out")
     assert (rf / name).read_text() == "mine\n"
     assert not (rf / "config.json").exists() and not (rf / "metrics.jsonl").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("name", ["config.json", "metrics.jsonl"])
-def test_a_folder_or_fifo_named_like_a_run_file_is_named(tmp_path, capsys, name):
+def test_a_folder_or_fifo_named_like_a_run_file_is_named(tmp_path, capsys, name, tiny_argv):
     rf = tmp_path / "rf"
     (rf / name).mkdir(parents=True)
-    err = user_error(capsys, ["train", "--steps", 2, "--out", rf, *TINY], f"{rf / name} is a folder")
+    err = user_error(capsys, ["train", "--steps", 2, "--out", rf, *tiny_argv, "--quiet"], f"{rf / name} is a folder")
     assert ".tmp" not in err  # never write_atomic's temp file name
     (rf / name).rmdir()
     os.mkfifo(rf / name)
-    user_error(capsys, ["train", "--steps", 2, "--out", rf, *TINY], "not a regular file")
+    user_error(capsys, ["train", "--steps", 2, "--out", rf, *tiny_argv, "--quiet"], "not a regular file")
     assert not (rf / "checkpoints").exists()
 
 
@@ -140,9 +124,9 @@ def test_append_line_past_the_file_size_limit_leaves_whole_lines(tmp_path):
     assert log.read_text().endswith("\n") and log.stat().st_size == 1012
 
 
-def test_training_past_the_file_size_limit_is_one_line(tmp_path, capsys):
+def test_training_past_the_file_size_limit_is_one_line(tmp_path, capsys, tiny_argv):
     with FileSizeLimit(100_000):  # the grid fits, the first checkpoint does not
-        user_error(capsys, ["train", "--steps", 2, "--out", tmp_path / "ul", *TINY], "step-0000002.pt")
+        user_error(capsys, ["train", "--steps", 2, "--out", tmp_path / "ul", *tiny_argv, "--quiet"], "step-0000002.pt")
     assert not list((tmp_path / "ul" / "checkpoints").iterdir())  # no temp file left behind
 
 
@@ -185,14 +169,14 @@ def test_a_too_deep_lock_file_and_manifest_are_unreadable_not_fatal(tmp_path):
     assert read_manifest(tmp_path) is None
 
 
-def test_resume_with_a_too_deep_metrics_line(run, tmp_path, capsys):
+def test_resume_with_a_too_deep_metrics_line(run, tmp_path, capsys, tiny_argv):
     import shutil
 
     rf = tmp_path / "rf"
     shutil.copytree(run, rf)
     with open(rf / "metrics.jsonl", "a") as f:
         f.write(DEEP + "\n")
-    assert main(["train", "--resume", "auto", "--out", str(rf), "--steps", "3", *TINY]) == 0
+    assert main(["train", "--resume", "auto", "--out", str(rf), "--steps", "3", *tiny_argv, "--quiet"]) == 0
     assert "dropped 1 unreadable line" in capsys.readouterr().err
 
 
@@ -239,21 +223,21 @@ def test_prepare_resolution_is_capped(tmp_path, capsys, pics):
     assert not (tmp_path / "p").exists()
 
 
-def test_cache_resolution_is_capped(tmp_path, capsys, pics):
+def test_cache_resolution_is_capped(tmp_path, capsys, pics, tiny_argv):
     user_error(capsys, ["train", "--steps", 1, "--out", tmp_path / "o", "--set", "data.dataset=folder", "--set",
                         f"data.root={pics}", "--set", "data.cache_resolution=100000", "--set",
-                        f"data.cache_dir={tmp_path / 'cache'}", *TINY], "bad value for data.cache_resolution: 100000 (8 to 1024 px")
+                        f"data.cache_dir={tmp_path / 'cache'}", *tiny_argv, "--quiet"], "bad value for data.cache_resolution: 100000 (8 to 1024 px")
     assert not (tmp_path / "cache").exists()
 
 
 # -- 8. the lock file is never written through a link -----------------------------------------------------------
 
-def test_a_symlinked_lock_never_truncates_its_target(tmp_path, capsys):
+def test_a_symlinked_lock_never_truncates_its_target(tmp_path, capsys, tiny_argv):
     precious = tmp_path / "precious.txt"
     precious.write_text("precious\n")
     (tmp_path / "lk").mkdir()
     (tmp_path / "lk" / ".lock").symlink_to(precious)
-    user_error(capsys, ["train", "--steps", 2, "--out", tmp_path / "lk", *TINY], ".lock is a symlink",
+    user_error(capsys, ["train", "--steps", 2, "--out", tmp_path / "lk", *tiny_argv, "--quiet"], ".lock is a symlink",
                "rm ")
     assert precious.read_text() == "precious\n"
     assert not (tmp_path / "lk" / "checkpoints").exists()
@@ -330,29 +314,29 @@ def test_libgomp_never_sees_an_invalid_thread_count():
 
 # -- 11. messages that named the wrong problem ------------------------------------------------------------------
 
-def test_out_a_broken_symlink_or_a_loop_is_named(tmp_path, capsys, pics):
+def test_out_a_broken_symlink_or_a_loop_is_named(tmp_path, capsys, pics, tiny_argv):
     (tmp_path / "dang").symlink_to(tmp_path / "nonexistent")
     (tmp_path / "l1").symlink_to(tmp_path / "l2")
     (tmp_path / "l2").symlink_to(tmp_path / "l1")
     for name, words in (("dang", "a broken symlink"), ("l1", "a symlink loop")):
         err = user_error(capsys, ["data", "prepare", pics, "--resolution", 16, "--out", tmp_path / name], words)
         assert "is a file" not in err
-        err = user_error(capsys, ["train", "--steps", 2, "--out", tmp_path / name, *TINY], words)
+        err = user_error(capsys, ["train", "--steps", 2, "--out", tmp_path / name, *tiny_argv, "--quiet"], words)
 
 
 @pytest.mark.parametrize("dataset", ["folder", "mnist", "cifar10"])
-def test_data_root_that_is_a_file(tmp_path, capsys, dataset):
+def test_data_root_that_is_a_file(tmp_path, capsys, dataset, tiny_argv):
     (tmp_path / "afile").write_text("x\n")
     user_error(capsys, ["train", "--steps", 1, "--out", tmp_path / "o", "--set", f"data.dataset={dataset}", "--set",
-                        f"data.root={tmp_path / 'afile'}", *TINY], "is a file, not a folder", "data.root")
+                        f"data.root={tmp_path / 'afile'}", *tiny_argv, "--quiet"], "is a file, not a folder", "data.root")
 
 
-def test_one_class_folder_with_conditioning_says_one_class(tmp_path, capsys, pics):
+def test_one_class_folder_with_conditioning_says_one_class(tmp_path, capsys, pics, tiny_argv):
     (tmp_path / "one").mkdir()
     pics.rename(tmp_path / "one" / "cats")
     rc = main([str(a) for a in ["train", "--steps", 1, "--out", tmp_path / "o", "--set", "data.dataset=folder",
                                 "--set", f"data.root={tmp_path / 'one'}", "--set", "data.class_folders=true", "--set",
-                                f"data.cache_dir={tmp_path / 'cache'}", *TINY]])
+                                f"data.cache_dir={tmp_path / 'cache'}", *tiny_argv, "--quiet"]])
     err = capsys.readouterr().err.splitlines()[-1]  # after the cache build's progress lines
     assert rc == 2 and err.startswith("fastgan: error: conditioning 'concat' needs at least 2 classes"), err
     assert "has 1 (cats)" in err and "model.conditioning=none" in err and "has none" not in err

@@ -13,9 +13,6 @@ import torch
 
 from fastgan.cli import main
 
-TINY = ["--set", "model.g_width=8", "--set", "model.d_width=8", "--set", "model.z_dim=16", "--batch-size", "16",
-        "--set", "train.grid_size=20", "--quiet"]
-
 
 @pytest.fixture
 def cli_error(capsys):
@@ -35,11 +32,9 @@ def cli_error(capsys):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
+def ckpt(tiny_run) -> Path:
     """A real checkpoint of `fastgan train` (2 steps of the tiny conditional digits model)."""
-    out = tmp_path_factory.mktemp("run") / "run"
-    assert main(["train", "--steps", "2", "--out", str(out), *TINY]) == 0
-    return out / "checkpoints" / "step-0000002.pt"
+    return tiny_run / "checkpoints" / "step-0000002.pt"
 
 
 # -- B: .npz statistics ---------------------------------------------------------------------------------------
@@ -204,9 +199,9 @@ def test_cas_sizes_are_checked(ckpt, tmp_path, real, gen, needle, cli_error):
     assert needle in err
 
 
-def test_arithmetic_refuses_a_pick_sheet_of_another_model(ckpt, tmp_path, cli_error, capsys):
+def test_arithmetic_refuses_a_pick_sheet_of_another_model(ckpt, tmp_path, cli_error, capsys, tiny_argv):
     other = tmp_path / "uncond"
-    assert main(["train", "--steps", "1", "--out", str(other), *TINY, "--set", "model.conditioning=none",
+    assert main(["train", "--steps", "1", "--out", str(other), *tiny_argv, "--quiet", "--set", "model.conditioning=none",
                  "--set", "model.z_dim=12"]) == 0
     sheet = tmp_path / "sh"
     assert main(["analyze", "pick", str(ckpt), "-n", "8", "--out", str(sheet / "pick")]) == 0
